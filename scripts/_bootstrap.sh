@@ -1,0 +1,16 @@
+# Sourced by scripts/run and scripts/test: makes .venv match uv.lock, needing only python3.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+UV_VERSION="0.13.9"
+if command -v uv >/dev/null 2>&1; then
+  UV=uv
+else
+  # uv lives in its own tools venv: `uv sync` removes anything uv.lock does not list from .venv.
+  if [ ! -x .tools/bin/uv ]; then
+    python3 -m venv .tools
+    .tools/bin/pip install --quiet "uv==${UV_VERSION}"
+  fi
+  UV=.tools/bin/uv
+fi
+"$UV" sync --locked --quiet
+export PATH="$PWD/.venv/bin:$PATH"
