@@ -1,0 +1,85 @@
+"""Composition root: shared resources, the Bot, the Dispatcher with routers and middlewares."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import structlog
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.session.base import BaseSession
+from aiogram.client.telegram import TelegramAPIServer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.cache import Cache, create_redis
+from bot.config import Settings
+from bot.db.engine import create_engine, create_sessionmaker
+from bot.db.migrations import current_revision, head_revision, upgrade_to_head
+from bot.errors import SchemaNotReadyError
+from bot.handlers import common, errors, start
+from bot.middlewares.database import DatabaseMiddleware
+from bot.middlewares.logging import HandlerNameMiddleware, UpdateLoggingMiddleware
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Process-wide resources, opened once at start-up and closed once at shutdown."""
+
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    cache: Cache
+
+
+async def open_resources(settings: Settings, stack: AsyncExitStack) -> Resources:
+    """Open the engine and cache; `stack` closes them in reverse order."""
+    engine = create_engine(settings)
+    stack.push_async_callback(engine.dispose)
+    redis = None
+    if redis_url := settings.redis_url.get_secret_value():
+        redis = create_redis(redis_url)
+        stack.push_async_callback(redis.aclose)
+    cache = Cache(prefix=settings.project_name, redis=redis)
+    return Resources(engine=engine, sessionmaker=create_sessionmaker(engine), cache=cache)
+
+
+async def prepare_schema(settings: Settings, engine: AsyncEngine) -> None:
+    """The embedded SQLite database upgrades itself; PostgreSQL must be migrated by `migrate`."""
+    if settings.is_sqlite:
+        before, after = await upgrade_to_head(engine)
+        if before != after:
+            log.info("schema_upgraded", before=before, after=after)
+        return
+    current, head = await current_revision(engine), head_revision()
+    if current != head:
+        msg = f"database schema is at {current}, code expects {head}: run `python -m bot migrate`"
+        raise SchemaNotReadyError(msg)
+
+
+def create_bot(settings: Settings, *, session: BaseSession | None = None) -> Bot:
+    if session is None:
+        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    return Bot(
+        token=settings.require_token(),
+        session=session,
+        # No parse mode: replies carry entities, so user-supplied text is never parsed as markup.
+        default=DefaultBotProperties(parse_mode=None, link_preview_is_disabled=True),
+    )
+
+
+def create_dispatcher(settings: Settings, *, resources: Resources) -> Dispatcher:
+    dp = Dispatcher(name=settings.project_name)
+    # Outer on update: wraps everything, so every update gets its context and canonical log line,
+    # including ones no handler wants and ones that fail.
+    dp.update.outer_middleware(UpdateLoggingMiddleware())
+    database = DatabaseMiddleware(sessionmaker=resources.sessionmaker, cache=resources.cache)
+    for observer in (dp.message, dp.edited_message):
+        # Inner: run only after a handler matched, so unmatched updates cost no session.
+        observer.middleware(HandlerNameMiddleware())
+        observer.middleware(database)
+    # Order matters: the errors router first (it sees errors from all), the catch-all last.
+    dp.include_routers(errors.router, start.router, common.router)
+    return dp

@@ -1,0 +1,167 @@
+"""Settings: the only place that reads the environment (and `.env`)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+SQLITE_DEFAULT_URL = "sqlite+aiosqlite:///./hello-bot.db"
+_TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,}$")
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; field names map to the upper-case variables of DESIGN.md §4."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    bot_token: SecretStr | None = None
+    database_url: SecretStr = SecretStr(SQLITE_DEFAULT_URL)
+    redis_url: SecretStr = SecretStr("")
+    webhook_url: str = ""
+    webhook_path: str = "/webhook"
+    webhook_secret: SecretStr | None = None
+    webhook_max_connections: int = Field(default=40, ge=1, le=100)
+    telegram_api_url: str = "https://api.telegram.org"
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=1, le=65535)
+    environment: Literal["development", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "console"] | None = None
+    project_name: str = Field(default="hello-bot", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    db_pool_size: int = Field(default=5, ge=1, le=100)
+    db_max_overflow: int = Field(default=10, ge=0, le=100)
+    shutdown_grace_seconds: float = Field(default=20.0, gt=0, le=300)
+    update_timeout_seconds: float = Field(default=25.0, gt=0, le=55)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("bot_token", "webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("bot_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message must not echo the value: it is a secret even when malformed.
+        if value is not None and not _TOKEN_RE.match(value.get_secret_value()):
+            msg = "must look like 123456:ABC... (the token @BotFather gave you)"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url.startswith(("postgres://", "postgresql://")):
+            url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+        if not url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            msg = "must start with postgresql+asyncpg:// or sqlite+aiosqlite://"
+            raise ValueError(msg)
+        return SecretStr(url)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            msg = "must start with redis://, rediss:// or unix:// (or be empty)"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("webhook_url", "telegram_api_url")
+    @classmethod
+    def _check_http_url(cls, value: str) -> str:
+        if value and not value.startswith(("https://", "http://")):
+            msg = "must be an http(s):// URL"
+            raise ValueError(msg)
+        return value.rstrip("/")
+
+    @field_validator("webhook_path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not re.fullmatch(r"/[A-Za-z0-9/_.-]*", value):
+            msg = "must start with / and contain only letters, digits and /_.-"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Telegram's own rule for secret_token.
+        if value is not None and not re.fullmatch(
+            r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()
+        ):
+            msg = "must be 1-256 characters of A-Z, a-z, 0-9, _ and -"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_real_services(self) -> Settings:
+        if self.environment == "production" and self.is_sqlite:
+            msg = "DATABASE_URL: production needs PostgreSQL (postgresql+asyncpg://...)"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.get_secret_value().startswith("sqlite")
+
+    @property
+    def effective_log_format(self) -> Literal["json", "console"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.environment == "production" else "console"
+
+    def require_token(self) -> str:
+        if self.bot_token is None:
+            msg = "BOT_TOKEN is required for this command (get one from @BotFather)"
+            raise ConfigError(msg)
+        return self.bot_token.get_secret_value()
+
+    def require_webhook_secret(self) -> str:
+        if self.webhook_secret is None:
+            msg = "WEBHOOK_SECRET is required by serve (1-256 characters of A-Z, a-z, 0-9, _ -)"
+            raise ConfigError(msg)
+        return self.webhook_secret.get_secret_value()
+
+    def masked(self) -> dict[str, str]:
+        """Every setting as its environment variable, secrets masked (for check-config)."""
+        shown: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = _mask(name, value.get_secret_value())
+            shown[name.upper()] = "" if value is None else str(value)
+        return shown
+
+
+def _mask(name: str, secret: str) -> str:
+    if not secret:
+        return ""
+    if name.endswith("_url"):
+        # URLs are useful to see; only their password is secret.
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", secret)
+    return "***"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning validation errors into one ConfigError line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        # Field errors carry the field; cross-field ones name their variables in the message.
+        msg = f"invalid setting {str(error['loc'][0]).upper()}: {reason}" if error["loc"] else reason
+        raise ConfigError(msg) from None

@@ -1,0 +1,110 @@
+"""Console chat: you type as a Telegram user, the bot's replies print. No token, no network.
+
+The same dispatcher, middlewares, services and database as production; only the Bot's session
+(the HTTP seam) is replaced by one that prints what the bot sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+from collections.abc import AsyncGenerator
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from aiogram import Bot
+from aiogram.client.session.base import BaseSession
+from aiogram.methods import GetMe, SendMessage, TelegramMethod
+from aiogram.methods.base import TelegramType
+from aiogram.types import Chat, Message, MessageEntity, Update, User
+
+from bot.app import create_dispatcher, open_resources, prepare_schema
+from bot.config import Settings
+
+CONSOLE_TOKEN = "1:console"  # noqa: S105 - never sent anywhere; aiogram only needs a well-formed token
+BOT_USER = User(id=1, is_bot=True, first_name="hello-bot", username="hello_bot")
+
+
+class ConsoleSession(BaseSession):
+    """A Bot API session that prints messages instead of sending them."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__()
+        self.out = out
+        self._message_ids = itertools.count(1_000_000)
+
+    async def make_request(
+        self,
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+        timeout: int | None = None,  # noqa: ASYNC109 - aiogram's signature
+    ) -> TelegramType:
+        if isinstance(method, GetMe):
+            return BOT_USER  # type: ignore[return-value]
+        if isinstance(method, SendMessage):
+            print(f"bot> {method.text}", file=self.out, flush=True)
+            chat = Chat(id=int(method.chat_id), type="private")
+            return Message(  # type: ignore[return-value]
+                message_id=next(self._message_ids),
+                date=datetime.now(UTC),
+                chat=chat,
+                from_user=BOT_USER,
+                text=method.text,
+            )
+        msg = f"the console chat does not emulate {type(method).__name__}"
+        raise NotImplementedError(msg)
+
+    async def stream_content(
+        self,
+        url: str,
+        headers: dict[str, Any] | None = None,
+        timeout: int = 30,  # noqa: ASYNC109 - aiogram's signature
+        chunk_size: int = 65536,
+        raise_for_status: bool = True,
+    ) -> AsyncGenerator[bytes, None]:
+        msg = "the console chat has no files to download"
+        raise NotImplementedError(msg)
+        yield b""  # pragma: no cover - makes this an async generator, as the base declares
+
+    async def close(self) -> None:
+        return None
+
+
+def console_update(update_id: int, text: str, user: User) -> Update:
+    entities = None
+    if text.startswith("/"):
+        command_length = len(text.split(maxsplit=1)[0])
+        entities = [MessageEntity(type="bot_command", offset=0, length=command_length)]
+    message = Message(
+        message_id=update_id,
+        date=datetime.now(UTC),
+        chat=Chat(id=user.id, type="private", first_name=user.first_name, username=user.username),
+        from_user=user,
+        text=text,
+        entities=entities,
+    )
+    return Update(update_id=update_id, message=message)
+
+
+async def run_console(
+    settings: Settings, *, user: User, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout
+) -> None:
+    interactive = stdin.isatty()
+    async with AsyncExitStack() as stack:
+        resources = await open_resources(settings, stack)
+        await prepare_schema(settings, resources.engine)
+        bot = Bot(token=CONSOLE_TOKEN, session=ConsoleSession(stdout))
+        dp = create_dispatcher(settings, resources=resources)
+        if interactive:
+            print("Console chat. Type /start, anything else, or Ctrl-D to quit.", file=stdout)
+        loop = asyncio.get_running_loop()
+        for update_id in itertools.count(1):
+            if interactive:
+                print("you> ", end="", file=stdout, flush=True)
+            line = await loop.run_in_executor(None, stdin.readline)
+            if not line:
+                break
+            if text := line.strip():
+                await dp.feed_update(bot, console_update(update_id, text, user))

@@ -1,0 +1,63 @@
+"""Schema migrations: upgrade to head (serialised by an advisory lock) and head checks."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# Any constant works as long as every replica and Job agrees on it: "hellobot" in ASCII.
+ADVISORY_LOCK_KEY = 0x68656C6C6F626F74
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+@cache
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as connection:
+        return await connection.run_sync(_current_revision)
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def upgrade_to_head(engine: AsyncEngine) -> tuple[str | None, str | None]:
+    """Upgrade the schema; returns (revision before, revision after).
+
+    On PostgreSQL the whole upgrade runs in one transaction holding a transaction-level advisory
+    lock, so concurrent `migrate` runs (a Job and an operator, two replicas) queue instead of
+    racing, and the second finds nothing left to do.
+    """
+    async with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
+            )
+        before = await connection.run_sync(_current_revision)
+        await connection.run_sync(_upgrade)
+        after = await connection.run_sync(_current_revision)
+        await connection.commit()
+    return before, after
+
+
+def _upgrade(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")

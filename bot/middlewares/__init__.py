@@ -1,0 +1,1 @@
+"""aiogram middlewares; each does one job and puts what it provides into handler data."""

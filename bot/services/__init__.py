@@ -1,0 +1,1 @@
+"""Business logic. Nothing below this line imports aiogram."""

@@ -1,0 +1,101 @@
+"""Users: remember who talked to the bot, with a cache in front of the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy import case, or_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.cache import Cache
+from bot.db.models import User
+
+log = structlog.get_logger(__name__)
+
+# A cached profile spares the database a write on every /start; last_seen_at is therefore
+# refreshed at most once per this period for a user whose profile does not change.
+PROFILE_TTL_SECONDS = 3600.0
+
+
+class UserProfile(BaseModel):
+    """What Telegram tells us about a user; cached as JSON, never pickled."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    telegram_id: int
+    first_name: str
+    username: str | None = None
+    last_name: str | None = None
+    language_code: str | None = None
+    is_premium: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredUser:
+    profile: UserProfile
+    is_new: bool
+
+
+_PROFILE_FIELDS = ("username", "first_name", "last_name", "language_code", "is_premium")
+
+
+class UserService:
+    """Registers users; the caller's unit of work (middleware) owns the transaction."""
+
+    def __init__(self, *, session: AsyncSession, cache: Cache) -> None:
+        self.session = session
+        self.cache = cache
+
+    async def register(self, profile: UserProfile) -> RegisteredUser:
+        """Get or create the user and bring their profile up to date.
+
+        A cache hit with an identical profile touches no database at all.
+        """
+        key = self.cache.key("user", profile.telegram_id)
+        if await self._cached(key) == profile:
+            return RegisteredUser(profile=profile, is_new=False)
+        is_new = await self._upsert(profile)
+        await self.cache.set(key, profile.model_dump_json(), PROFILE_TTL_SECONDS)
+        return RegisteredUser(profile=profile, is_new=is_new)
+
+    async def _cached(self, key: str) -> UserProfile | None:
+        raw = await self.cache.get(key)
+        if raw is None:
+            return None
+        try:
+            return UserProfile.model_validate_json(raw)
+        except ValidationError:
+            log.warning("cache_entry_invalid", key=key)
+            await self.cache.delete(key)
+            return None
+
+    async def _upsert(self, profile: UserProfile) -> bool:
+        """One INSERT ... ON CONFLICT DO UPDATE ... RETURNING; True when the row is new.
+
+        Race-free: concurrent first contacts from one user resolve to one row in the database.
+        The row is new exactly when its created_at is the timestamp this call supplied.
+        """
+        now = datetime.now(UTC)
+        dialect = self.session.bind.dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        values = profile.model_dump()
+        statement = insert(User).values(**values, created_at=now, updated_at=now, last_seen_at=now)
+        excluded = statement.excluded
+        changed = or_(
+            *(getattr(User, f).is_distinct_from(getattr(excluded, f)) for f in _PROFILE_FIELDS)
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[User.telegram_id],
+            set_={
+                **{f: getattr(excluded, f) for f in _PROFILE_FIELDS},
+                "updated_at": case((changed, excluded.updated_at), else_=User.updated_at),
+                "last_seen_at": excluded.last_seen_at,
+            },
+        ).returning(User.created_at)
+        created_at = (await self.session.execute(statement)).scalar_one()
+        return created_at == now
