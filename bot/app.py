@@ -81,5 +81,5 @@ def create_dispatcher(settings: Settings, *, resources: Resources) -> Dispatcher
         observer.middleware(HandlerNameMiddleware())
         observer.middleware(database)
     # Order matters: the errors router first (it sees errors from all), the catch-all last.
-    dp.include_routers(errors.router, start.router, common.router)
+    dp.include_routers(errors.create_router(), start.create_router(), common.create_router())
     return dp

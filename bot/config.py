@@ -59,6 +59,11 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return value
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        return SQLITE_DEFAULT_URL if value in ("", None) else value
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: SecretStr) -> SecretStr:
@@ -163,5 +168,7 @@ def load_settings(**overrides: object) -> Settings:
         error = exc.errors()[0]
         reason = str(error["msg"]).removeprefix("Value error, ")
         # Field errors carry the field; cross-field ones name their variables in the message.
-        msg = f"invalid setting {str(error['loc'][0]).upper()}: {reason}" if error["loc"] else reason
+        msg = (
+            f"invalid setting {str(error['loc'][0]).upper()}: {reason}" if error["loc"] else reason
+        )
         raise ConfigError(msg) from None

@@ -6,8 +6,6 @@ from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
-router = Router(name=__name__)
-
 HELP_TEXT = (
     "I am hello-bot. I know these commands:\n"
     "/start - introduce yourself, and I will remember you\n"
@@ -15,14 +13,20 @@ HELP_TEXT = (
 )
 
 
-@router.message(Command("help"))
 async def help_handler(message: Message) -> None:
     """Lists the commands."""
     await message.answer(HELP_TEXT)
 
 
-@router.message(F.chat.type == "private")
-@router.edited_message(F.chat.type == "private")
 async def fallback_handler(message: Message) -> None:
     """Answers any other private message (text, sticker, photo, unknown command, edit)."""
     await message.answer(HELP_TEXT)
+
+
+def create_router() -> Router:
+    router = Router(name=__name__)
+    router.message.register(help_handler, Command("help"))
+    # Private chats only: in a group, answering every message would be noise.
+    router.message.register(fallback_handler, F.chat.type == "private")
+    router.edited_message.register(fallback_handler, F.chat.type == "private")
+    return router

@@ -7,21 +7,25 @@ from typing import Any
 import structlog
 from aiogram import Router
 from aiogram.dispatcher.event.bases import UNHANDLED
+from aiogram.exceptions import TelegramAPIError
 from aiogram.types import ErrorEvent
 
 from bot.errors import is_retryable
 
-router = Router(name=__name__)
 log = structlog.get_logger(__name__)
 
 
-@router.errors()
 async def error_handler(event: ErrorEvent) -> Any:
     """Receives every exception a handler raised."""
     if is_retryable(event.exception):
         # Let it reach the webhook, which answers 5xx so Telegram redelivers the update.
         log.warning("update_retryable_failure", error=type(event.exception).__name__)
         return UNHANDLED
+    if isinstance(event.exception, TelegramAPIError):
+        # Telegram refused a call (bot blocked, chat gone, bad request): retrying or apologising
+        # would be refused the same way.
+        log.warning("telegram_refused", error=type(event.exception).__name__)
+        return True
     log.error("update_failed", exc_info=event.exception)
     message = event.update.message or event.update.edited_message
     if message is not None and message.chat.type == "private":
@@ -30,3 +34,9 @@ async def error_handler(event: ErrorEvent) -> Any:
         except Exception as exc:  # the apology is best effort; the error is already logged
             log.warning("apology_failed", error=type(exc).__name__)
     return True
+
+
+def create_router() -> Router:
+    router = Router(name=__name__)
+    router.errors.register(error_handler)
+    return router

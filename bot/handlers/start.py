@@ -10,8 +10,6 @@ from aiogram.utils.formatting import Bold, Text
 
 from bot.services.users import UserProfile, UserService
 
-router = Router(name=__name__)
-
 
 def profile_of(user: TelegramUser) -> UserProfile:
     return UserProfile(
@@ -31,7 +29,6 @@ def greeting(first_name: str, *, is_new: bool) -> Text:
     return Text("Welcome back, ", Bold(first_name), "!")
 
 
-@router.message(CommandStart())
 async def start_handler(message: Message, user_service: UserService) -> None:
     """Registers the sender (or refreshes their profile) and greets them."""
     if message.from_user is None:
@@ -41,3 +38,9 @@ async def start_handler(message: Message, user_service: UserService) -> None:
     await message.answer(
         **greeting(message.from_user.first_name, is_new=registered.is_new).as_kwargs()
     )
+
+
+def create_router() -> Router:
+    router = Router(name=__name__)
+    router.message.register(start_handler, CommandStart())
+    return router

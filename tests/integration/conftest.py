@@ -1,0 +1,82 @@
+"""The bot wired as in production: real Dispatcher, real database and cache, fake Bot API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiogram import Bot, Dispatcher
+from sqlalchemy import func, select
+
+from bot.app import Resources, create_bot, create_dispatcher, open_resources, prepare_schema
+from bot.config import Settings
+from bot.db.models import User
+from tests.conftest import REDIS_URL
+from tests.support.fake_telegram import FakeTelegram
+
+
+@dataclass
+class Harness:
+    settings: Settings
+    resources: Resources
+    bot: Bot
+    dp: Dispatcher
+    telegram: FakeTelegram
+
+    async def feed(self, update: dict[str, Any]) -> Any:
+        return await self.dp.feed_raw_update(self.bot, update)
+
+    async def user_rows(self, telegram_id: int) -> list[User]:
+        async with self.resources.sessionmaker() as session:
+            result = await session.scalars(select(User).where(User.telegram_id == telegram_id))
+            return list(result)
+
+    async def count_users(self, telegram_id: int) -> int:
+        async with self.resources.sessionmaker() as session:
+            query = select(func.count()).select_from(User).where(User.telegram_id == telegram_id)
+            return int(await session.scalar(query) or 0)
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_migrated_url"))
+    return f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+
+
+@pytest.fixture(params=["redis", "memory"])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "redis":
+        request.getfixturevalue("redis_cleanup")
+        return REDIS_URL
+    return ""
+
+
+@pytest.fixture
+async def make_harness(
+    make_settings: Callable[..., Settings], fake_telegram: FakeTelegram
+) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+    """Builds harnesses from settings overrides; closes what they opened after the test."""
+    async with AsyncExitStack() as stack:
+
+        async def make(**overrides: Any) -> Harness:
+            settings = make_settings(**overrides)
+            resources = await open_resources(settings, stack)
+            await prepare_schema(settings, resources.engine)
+            bot = create_bot(settings)
+            stack.push_async_callback(bot.session.close)
+            dp = create_dispatcher(settings, resources=resources)
+            return Harness(settings, resources, bot, dp, fake_telegram)
+
+        yield make
+
+
+@pytest.fixture
+async def harness(
+    make_harness: Callable[..., Awaitable[Harness]], database_url: str, redis_url: str
+) -> Harness:
+    return await make_harness(database_url=database_url, redis_url=redis_url)

@@ -1,0 +1,166 @@
+"""The command line as users run it: real processes, real exit codes, real output."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_TOKEN
+from tests.support.fake_telegram import FakeTelegram
+from tests.support.updates import message_update, start_update, user
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bot_env(tmp_path: Path, **env: str) -> dict[str, str]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BOT_", "DATABASE_", "REDIS_", "WEBHOOK_"))
+    }
+    return {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}", **clean, **env}
+
+
+def run_bot(
+    tmp_path: Path, *args: str, stdin: str = "", **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**bot_env(tmp_path, **env), "PYTHONPATH": str(ROOT)},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_console_chat_needs_no_token_and_no_network(tmp_path: Path) -> None:
+    result = run_bot(
+        tmp_path, "chat", "--first-name", "<i>Eve</i> & co", stdin="/start\nhello\n/start\n"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("bot> ")]
+    assert lines[0] == "bot> Hello, <i>Eve</i> & co! Nice to meet you. Send me anything, or /help."
+    assert lines[1] == "bot> I am hello-bot. I know these commands:"
+    assert lines[2] == "bot> Welcome back, <i>Eve</i> & co!"
+    assert (tmp_path / "cli.db").exists()
+
+
+def test_console_chat_remembers_across_runs_with_the_default_database(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": ""}  # unset: falls back to ./hello-bot.db in the working directory
+    run = lambda: run_bot(tmp_path, "chat", stdin="/start\n", **env)  # noqa: E731
+    first, second = run(), run()
+    assert "Nice to meet you" in first.stdout, first.stderr
+    assert "Welcome back" in second.stdout, second.stderr
+    assert (tmp_path / "hello-bot.db").exists()
+
+
+def test_check_config_masks_secrets(tmp_path: Path) -> None:
+    result = run_bot(
+        tmp_path,
+        "check-config",
+        BOT_TOKEN=TEST_TOKEN,
+        WEBHOOK_SECRET="s3cr3t-value",
+        DATABASE_URL="postgresql+asyncpg://app:hunter22@db:5432/app",
+        REDIS_URL="redis://:redispass@cache:6379/0",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "BOT_TOKEN=***" in result.stdout
+    assert "DATABASE_URL=postgresql+asyncpg://app:***@db:5432/app" in result.stdout
+    assert "REDIS_URL=redis://:***@cache:6379/0" in result.stdout
+    for secret in (TEST_TOKEN, "s3cr3t-value", "hunter22", "redispass"):
+        assert secret not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "names"),
+    [
+        (["poll"], {}, "BOT_TOKEN"),
+        (["serve"], {"BOT_TOKEN": TEST_TOKEN}, "WEBHOOK_SECRET"),
+        (["check-config"], {"PORT": "eighty"}, "PORT"),
+        (["check-config"], {"BOT_TOKEN": "not-a-token"}, "BOT_TOKEN"),
+        (["check-config"], {"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        (["check-config"], {"REDIS_URL": "http://x"}, "REDIS_URL"),
+        (["check-config"], {"ENVIRONMENT": "production"}, "DATABASE_URL"),
+        (["check-config"], {"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        (["check-config"], {"WEBHOOK_PATH": "no-slash"}, "WEBHOOK_PATH"),
+    ],
+)
+def test_bad_configuration_exits_2_with_one_line_naming_the_setting(
+    tmp_path: Path, args: list[str], env: dict[str, str], names: str
+) -> None:
+    result = run_bot(tmp_path, *args, **env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+    assert names in line
+    assert "Traceback" not in result.stderr
+    assert "not-a-token" not in line
+
+
+def test_serve_refuses_an_unmigrated_postgres_with_a_clear_line(
+    tmp_path: Path, make_pg_database: Callable[[], str]
+) -> None:
+    result = run_bot(tmp_path, "poll", BOT_TOKEN=TEST_TOKEN, DATABASE_URL=make_pg_database())
+    assert result.returncode == 1
+    assert "run `python -m bot migrate`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_then_poll_ready(tmp_path: Path, make_pg_database: Callable[[], str]) -> None:
+    url = make_pg_database()
+    result = run_bot(tmp_path, "migrate", DATABASE_URL=url, LOG_FORMAT="json")
+    assert result.returncode == 0, result.stderr
+    assert '"event": "migrated"' in result.stderr
+    again = run_bot(tmp_path, "migrate", DATABASE_URL=url)
+    assert again.returncode == 0, again.stderr
+
+
+async def test_polling_serves_updates_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, fake_telegram: FakeTelegram, pg_migrated_url: str
+) -> None:
+    env = bot_env(
+        tmp_path,
+        BOT_TOKEN=TEST_TOKEN,
+        TELEGRAM_API_URL=fake_telegram.url,
+        DATABASE_URL=pg_migrated_url,
+        LOG_FORMAT="json",
+        PYTHONPATH=str(ROOT),
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "poll",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await fake_telegram.wait_for("getUpdates", timeout=60)
+        uid = 7_000_000_000 + os.getpid()
+        await fake_telegram.updates.put(start_update(user(uid, "Poll")))
+        await fake_telegram.updates.put(message_update(user(uid, "Poll"), "hi"))
+        await fake_telegram.wait_for("sendMessage", count=2, timeout=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, stderr.decode()
+    [delete] = fake_telegram.calls_to("deleteWebhook")
+    assert delete.params.get("drop_pending_updates") in (None, False, "false", "False")
+    texts = sorted(fake_telegram.sent_texts())
+    assert texts[0].startswith("Hello, Poll!")
+    assert texts[1].startswith("I am hello-bot.")
+    allowed = fake_telegram.calls_to("getUpdates")[0].params["allowed_updates"]
+    assert set(allowed) == {"message", "edited_message"}
+    assert TEST_TOKEN not in stderr.decode()

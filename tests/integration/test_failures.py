@@ -1,0 +1,130 @@
+"""Infrastructure going away: Redis failing never fails an update; a database outage propagates
+(so the webhook can answer 5xx and Telegram redelivers); bugs are apologised for, not retried."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot.db.migrations import upgrade_to_head
+from bot.errors import is_retryable
+from tests.integration.conftest import Harness
+from tests.support.fake_telegram import Scripted
+from tests.support.servers import ThrowawayPostgres, ThrowawayRedis
+from tests.support.updates import message_update, start_update, user
+
+MakeHarness = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+def throwaway_redis() -> Iterator[ThrowawayRedis]:
+    server = ThrowawayRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_redis_stopping_mid_run_never_fails_an_update(
+    make_harness: MakeHarness, throwaway_redis: ThrowawayRedis, tmp_path: Path
+) -> None:
+    h = await make_harness(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", redis_url=throwaway_redis.url
+    )
+    uid = random.randint(10**9, 2 * 10**9)
+    await h.feed(start_update(user(uid, "Ria")))
+    assert await h.resources.cache.ping() is True
+
+    throwaway_redis.stop()
+    await h.feed(start_update(user(uid, "Ria")))
+    await h.feed(start_update(user(uid + 1, "Sam")))
+    await h.feed(message_update(user(uid), "still there?"))
+
+    texts = h.telegram.sent_texts()
+    assert texts[1] == "Welcome back, Ria!"
+    assert texts[2].startswith("Hello, Sam!")
+    assert len(texts) == 4
+    assert await h.count_users(uid + 1) == 1
+
+    throwaway_redis.start()
+    assert await h.resources.cache.ping() is True
+    await h.feed(start_update(user(uid + 1, "Sam")))
+    assert h.telegram.sent_texts()[-1] == "Welcome back, Sam!"
+
+
+async def test_unreachable_redis_from_the_start_falls_back_to_memory(
+    make_harness: MakeHarness, tmp_path: Path
+) -> None:
+    dead = ThrowawayRedis()  # a free port nobody listens on
+    h = await make_harness(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'b.db'}", redis_url=dead.url
+    )
+    uid = random.randint(10**9, 2 * 10**9)
+    await h.feed(start_update(user(uid, "Mo")))
+    await h.feed(start_update(user(uid, "Mo")))
+    assert h.telegram.sent_texts()[1] == "Welcome back, Mo!"
+
+
+async def test_database_outage_propagates_as_retryable_and_recovers(
+    make_harness: MakeHarness,
+) -> None:
+    pg = ThrowawayPostgres()
+    try:
+        pg.start()
+        engine = create_async_engine(pg.url())
+        await upgrade_to_head(engine)
+        await engine.dispose()
+        h = await make_harness(database_url=pg.url(), redis_url="")
+        uid = random.randint(10**9, 2 * 10**9)
+        pg.stop()
+
+        with pytest.raises(Exception) as caught:  # which exception is checked below
+            await h.feed(start_update(user(uid, "Dee")))
+        assert is_retryable(caught.value), repr(caught.value)
+        assert h.telegram.sent_texts() == []  # no apology: the update will be redelivered
+
+        pg.start()
+        await h.feed(start_update(user(uid, "Dee")))
+        assert h.telegram.sent_texts() == [
+            "Hello, Dee! Nice to meet you. Send me anything, or /help."
+        ]
+        assert await h.count_users(uid) == 1
+    finally:
+        pg.destroy()
+
+
+async def test_a_bug_in_a_handler_is_apologised_for_and_not_retried(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: object, **__: object) -> None:
+        msg = "boom"
+        raise ZeroDivisionError(msg)
+
+    monkeypatch.setattr("bot.services.users.UserService.register", broken)
+    await harness.feed(start_update(user(random.randint(10**9, 2 * 10**9))))
+    assert harness.telegram.sent_texts() == [
+        "Sorry, something went wrong on my side. Please try again later."
+    ]
+
+
+async def test_telegram_refusing_the_reply_is_not_retried(harness: Harness) -> None:
+    harness.telegram.script(
+        "sendMessage",
+        Scripted(
+            403, {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked"}
+        ),
+    )
+    await harness.feed(message_update(user(random.randint(10**9, 2 * 10**9)), "hi"))
+    # One refused reply; no retry and no apology (which would be refused too).
+    assert len(harness.telegram.calls_to("sendMessage")) == 1
+
+
+def test_retryable_classification() -> None:
+    assert is_retryable(OperationalError("SELECT 1", {}, ConnectionRefusedError()))
+    assert is_retryable(ConnectionResetError())
+    assert not is_retryable(ValueError("bug"))
+    assert not is_retryable(KeyError("bug"))
