@@ -85,7 +85,10 @@ def test_external_postgresql_variant(rendered_variants: dict[str, list[Manifest]
     assert find(objects, "StatefulSet", f"{FULLNAME}-postgresql") == []
     assert find(objects, "Service", f"{FULLNAME}-postgresql") == []
     url = _container_env(objects)["DATABASE_URL"]["value"]
-    assert url == "postgresql+asyncpg://hellobot:$(DATABASE_PASSWORD)@db.example.internal:6432/hellobot"
+    assert (
+        url
+        == "postgresql+asyncpg://hellobot:$(DATABASE_PASSWORD)@db.example.internal:6432/hellobot"
+    )
 
 
 def test_no_redis_variant_uses_the_memory_cache(
