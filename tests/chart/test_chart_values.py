@@ -126,3 +126,13 @@ def test_notes_tell_the_next_steps(chart: helm.Chart) -> None:
         namespace="bots",
     )["hello-bot/templates/NOTES.txt"]
     assert "https://bot.example.com/webhook" in with_ingress
+
+
+def test_readme_documents_every_value_and_the_budget(chart: helm.Chart) -> None:
+    readme = (CHART_DIR / "README.md").read_text()
+    for path in _leaf_paths(chart.values):
+        assert f"| `{path}` |" in readme, path
+    for heading in ("## Migration ordering", "## Memory budget", "## NetworkPolicies"):
+        assert heading in readme
+    assert "volatile-lru" in readme
+    assert "**672Mi** (800Mi with operator)" in readme
