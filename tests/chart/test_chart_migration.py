@@ -79,3 +79,10 @@ def test_helm_test_checks_readyz_through_the_service(default_objects: list[Manif
     service = one(default_objects, "Service", FULLNAME)
     assert service["spec"]["ports"][0]["port"] == 8080
     assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "test"
+
+
+def test_long_release_names_keep_the_revision_in_the_job_name(render) -> None:
+    objects = render({"fullnameOverride": "a" * 63}, is_upgrade=True, revision=123)
+    name = _job(objects)["metadata"]["name"]
+    assert name.endswith("-migrate-123")
+    assert len(name) <= 63

@@ -139,3 +139,13 @@ def test_policy_names_are_unique(default_objects: list[Manifest]) -> None:
     names = [p["metadata"]["name"] for p in find(default_objects, "NetworkPolicy")]
     assert len(names) == len(set(names)) == 6
     assert one(default_objects, "NetworkPolicy", f"{FULLNAME}-test")
+
+
+def test_extra_ingress_opens_metrics_scraping(render) -> None:
+    scrape = {
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}],
+        "ports": [{"port": "http", "protocol": "TCP"}],
+    }
+    ingress = _policies(render({"networkPolicy": {"extraIngress": [scrape]}}))[FULLNAME]["ingress"]
+    assert len(ingress) == 2
+    assert ingress[1] == scrape

@@ -77,6 +77,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-redis" (include "hello-bot.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* One Job per revision; the fullname is cut first so the revision is never cut off. */}}
+{{- define "hello-bot.migrationJobName" -}}
+{{- printf "%s-migrate-%d" (include "hello-bot.fullname" . | trunc 45 | trimSuffix "-") (int .Release.Revision) -}}
+{{- end -}}
+
 {{- define "hello-bot.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
