@@ -15,6 +15,8 @@ def test_first_install_job_is_a_plain_resource(default_objects: list[Manifest]) 
     job = _job(default_objects)
     assert job["metadata"]["name"] == f"{FULLNAME}-migrate-1"
     assert not any(key.startswith("helm.sh/hook") for key in job["metadata"]["annotations"])
+    # A release object: Helm removes it at the first upgrade, no TTL races Helm for it.
+    assert "ttlSecondsAfterFinished" not in job["spec"]
     # It is created with the PostgreSQL StatefulSet in the same install.
     assert one(default_objects, "StatefulSet", f"{FULLNAME}-postgresql")
 
@@ -27,6 +29,8 @@ def test_upgrade_job_is_a_pre_upgrade_hook(render) -> None:
     assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation"
     # One Job per revision: a Job's Pod template is immutable.
     assert job["metadata"]["name"] == f"{FULLNAME}-migrate-7"
+    # Per-revision hook Jobs are not replaced by before-hook-creation: a TTL removes them.
+    assert job["spec"]["ttlSecondsAfterFinished"] == 86400
 
 
 def test_job_runs_migrate_after_postgresql_answers(default_objects: list[Manifest]) -> None:
