@@ -1,0 +1,71 @@
+# syntax=docker/dockerfile:1.7
+# hello-bot image. Targets:
+#   bot       (default, last stage)  python -m bot serve|migrate|...
+#   operator                         the kopf operator (operator/hello_operator)
+# Build: docker build -t hello-bot:0.1.0 .   |   docker build --target operator -t hello-bot-operator:0.1.0 .
+# Both final stages run as uid 10001, carry no compilers, no package caches and no uv, and work
+# with a read-only root filesystem (only /tmp needs to be writable; bytecode is compiled here).
+
+ARG PYTHON_IMAGE=python:3.12.12-slim-bookworm
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+
+FROM ${UV_IMAGE} AS uv
+
+# ---- builder: the locked runtime venv at /app/.venv ------------------------------------------
+FROM ${PYTHON_IMAGE} AS builder
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3 \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+WORKDIR /app
+COPY pyproject.toml uv.lock ./
+# Dependencies only (the bot is not installed, it runs from /app); the cache lives in a BuildKit
+# cache mount, never in a layer.
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-install-project
+COPY bot/ bot/
+COPY migrations/ migrations/
+RUN python -m compileall -q bot migrations
+
+# ---- operator-builder: the same venv plus the `operator` dependency group ----------------------
+FROM builder AS operator-builder
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --group operator --no-install-project
+COPY operator/hello_operator/ hello_operator/
+RUN python -m compileall -q hello_operator
+
+# ---- runtime-base: what both final images share -----------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime-base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/app \
+    VIRTUAL_ENV=/app/.venv \
+    PATH=/app/.venv/bin:$PATH \
+    HOME=/tmp
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin app
+WORKDIR /app
+
+# ---- operator ---------------------------------------------------------------------------------
+FROM runtime-base AS operator
+# Files stay owned by root: the process can read them, never change them.
+COPY --from=operator-builder /app/.venv /app/.venv
+COPY --from=operator-builder /app/hello_operator /app/hello_operator
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["kopf", "run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "-m", "hello_operator"]
+
+# ---- bot (default target) ---------------------------------------------------------------------
+FROM runtime-base AS bot
+COPY --from=builder /app/.venv /app/.venv
+COPY --from=builder /app/pyproject.toml /app/uv.lock /app/
+COPY --from=builder /app/bot /app/bot
+COPY --from=builder /app/migrations /app/migrations
+USER 10001:10001
+EXPOSE 8080
+# Exec form: python is PID 1 and receives SIGTERM itself (the bot drains, then exits).
+ENTRYPOINT ["python", "-m", "bot"]
+CMD ["serve"]

