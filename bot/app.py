@@ -20,7 +20,9 @@ from bot.db.migrations import current_revision, head_revision, upgrade_to_head
 from bot.errors import SchemaNotReadyError
 from bot.handlers import common, errors, start
 from bot.middlewares.database import DatabaseMiddleware
-from bot.middlewares.logging import HandlerNameMiddleware, UpdateLoggingMiddleware
+from bot.middlewares.dedup import DeduplicationMiddleware
+from bot.middlewares.observability import HandlerNameMiddleware, UpdateObserverMiddleware
+from bot.outbound import FloodControlMiddleware, RetryMiddleware
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +64,14 @@ async def prepare_schema(settings: Settings, engine: AsyncEngine) -> None:
 def create_bot(settings: Settings, *, session: BaseSession | None = None) -> Bot:
     if session is None:
         session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    # Flood control first (outermost): a retry re-enters make_request below it, so retries are
+    # not paced twice; Telegram's own retry_after governs those.
+    session.middleware(
+        FloodControlMiddleware(
+            global_rate=settings.telegram_rate_limit, chat_rate=settings.telegram_chat_rate_limit
+        )
+    )
+    session.middleware(RetryMiddleware())
     return Bot(
         token=settings.require_token(),
         session=session,
@@ -70,11 +80,24 @@ def create_bot(settings: Settings, *, session: BaseSession | None = None) -> Bot
     )
 
 
-def create_dispatcher(settings: Settings, *, resources: Resources) -> Dispatcher:
+def create_dispatcher(
+    settings: Settings, *, resources: Resources, deduplicate: bool = True
+) -> Dispatcher:
+    """The same Dispatcher serves webhook, polling and console; only `deduplicate` differs (the
+    console numbers its updates from 1 on every run, and nothing redelivers them)."""
     dp = Dispatcher(name=settings.project_name)
-    # Outer on update: wraps everything, so every update gets its context and canonical log line,
-    # including ones no handler wants and ones that fail.
-    dp.update.outer_middleware(UpdateLoggingMiddleware())
+    # Outer on update, in this order: the observer first, so every update (duplicates, unwanted
+    # and failed ones included) gets its log context, metrics and canonical line; then dedup,
+    # so a duplicate is skipped before any filter or handler runs.
+    dp.update.outer_middleware(UpdateObserverMiddleware())
+    if deduplicate:
+        dp.update.outer_middleware(
+            DeduplicationMiddleware(
+                cache=resources.cache,
+                processing_ttl=settings.update_timeout_seconds + 30,
+                wait=settings.update_timeout_seconds,
+            )
+        )
     database = DatabaseMiddleware(sessionmaker=resources.sessionmaker, cache=resources.cache)
     for observer in (dp.message, dp.edited_message):
         # Inner: run only after a handler matched, so unmatched updates cost no session.

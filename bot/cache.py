@@ -15,6 +15,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from bot.observability.metrics import CACHE_REQUESTS
+
 log = structlog.get_logger(__name__)
 
 # After a Redis failure, skip Redis for this long instead of paying a timeout on every call.
@@ -24,7 +26,7 @@ REDIS_RETRY_AFTER_SECONDS = 5.0
 class MemoryStore:
     """A bounded LRU of string values with per-key expiry (monotonic clock)."""
 
-    def __init__(self, max_items: int = 10_000, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, max_items: int = 20_000, clock: Callable[[], float] = time.monotonic):
         self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._max_items = max_items
         self._clock = clock
@@ -90,8 +92,12 @@ class Cache:
             except (RedisError, OSError) as exc:
                 self._redis_failed("get", exc)
             else:
-                return raw.decode() if isinstance(raw, bytes) else raw
-        return self.memory.get(key)
+                value = raw.decode() if isinstance(raw, bytes) else raw
+                CACHE_REQUESTS.labels("miss" if value is None else "hit", "redis").inc()
+                return value
+        value = self.memory.get(key)
+        CACHE_REQUESTS.labels("miss" if value is None else "hit", "memory").inc()
+        return value
 
     async def set(self, key: str, value: str, ttl: float) -> None:
         # Memory is written through even with Redis up: it is what we fall back to, and a stale

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0, le=100)
     shutdown_grace_seconds: float = Field(default=20.0, gt=0, le=300)
     update_timeout_seconds: float = Field(default=25.0, gt=0, le=55)
+    # Outbound flood control (0 disables): messages per second overall and per private chat.
+    telegram_rate_limit: float = Field(default=30.0, ge=0)
+    telegram_chat_rate_limit: float = Field(default=1.0, ge=0)
 
     @field_validator("log_level", mode="before")
     @classmethod

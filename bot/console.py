@@ -96,7 +96,7 @@ async def run_console(
         resources = await open_resources(settings, stack)
         await prepare_schema(settings, resources.engine)
         bot = Bot(token=CONSOLE_TOKEN, session=ConsoleSession(stdout))
-        dp = create_dispatcher(settings, resources=resources)
+        dp = create_dispatcher(settings, resources=resources, deduplicate=False)
         if interactive:
             print("Console chat. Type /start, anything else, or Ctrl-D to quit.", file=stdout)
         loop = asyncio.get_running_loop()

@@ -123,6 +123,9 @@ def make_settings(fake_telegram: FakeTelegram, project_name: str) -> Callable[..
             "bot_token": TEST_TOKEN,
             "telegram_api_url": fake_telegram.url,
             "project_name": project_name,
+            # Flood control paces replies in real time; its own tests switch it on.
+            "telegram_rate_limit": 0,
+            "telegram_chat_rate_limit": 0,
             **overrides,
         }
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

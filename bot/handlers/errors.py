@@ -10,7 +10,7 @@ from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import ErrorEvent
 
-from bot.errors import is_retryable
+from bot.retry_policy import is_retryable
 
 log = structlog.get_logger(__name__)
 

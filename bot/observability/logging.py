@@ -30,6 +30,10 @@ class SecretRedactor:
     def __call__(self, _logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
         return {key: self._scrub(value) for key, value in event_dict.items()}
 
+    def rendered(self, _logger: WrappedLogger, _name: str, line: str) -> str:
+        """Last processor: scrubs the rendered line (the console renderer formats tracebacks)."""
+        return self.redact(line)
+
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.redact(value)
@@ -82,6 +86,7 @@ def configure_logging(
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *tail,
             renderer,
+            redactor.rendered,
         ],
     )
     handler = logging.StreamHandler(stream or sys.stderr)

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.db.migrations import upgrade_to_head
-from bot.errors import is_retryable
+from bot.retry_policy import is_retryable
 from tests.integration.conftest import Harness
 from tests.support.fake_telegram import Scripted
 from tests.support.servers import ThrowawayPostgres, ThrowawayRedis

@@ -88,9 +88,8 @@ class FakeTelegram:
             scripted = queue.popleft()
             if scripted.delay:
                 await asyncio.sleep(scripted.delay)
-            return web.json_response(
-                scripted.body or {"ok": True, "result": True}, status=scripted.status
-            )
+            if scripted.body is not None:
+                return web.json_response(scripted.body, status=scripted.status)
         if method.lower() == "getupdates":
             return web.json_response({"ok": True, "result": await self._poll(params)})
         return web.json_response({"ok": True, "result": self._default_result(method, params)})

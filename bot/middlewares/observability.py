@@ -1,4 +1,4 @@
-"""Per-update logging context and the one canonical line each update ends with."""
+"""Per-update observability: log context, metrics, and the canonical line each update ends with."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.dispatcher.event.handler import HandlerObject
 from aiogram.types import TelegramObject, Update
+from aiogram.types.update import UpdateTypeLookupError
+
+from bot.observability.metrics import UPDATE_DURATION, UPDATES
+from bot.retry_policy import is_retryable
 
 log = structlog.get_logger("bot.updates")
 
@@ -20,14 +24,16 @@ UPDATE_INFO_KEY = "update_info"
 
 @dataclass(slots=True)
 class UpdateInfo:
-    """Shared between the outer and inner middlewares of one update (data dicts are copied)."""
+    """Shared by the middlewares of one update (aiogram copies data dicts, not their values)."""
 
     update_type: str
     handler: str = "none"
+    duplicate: bool = False
 
 
-class UpdateLoggingMiddleware(BaseMiddleware):
-    """Outer middleware on ``update``: binds update_id/update_type, logs ``update_handled``."""
+class UpdateObserverMiddleware(BaseMiddleware):
+    """Outer middleware on ``update``: binds update_id/update_type to every log line, counts the
+    update, and logs ``update_handled`` with handler, outcome and duration."""
 
     async def __call__(
         self,
@@ -36,24 +42,39 @@ class UpdateLoggingMiddleware(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         assert isinstance(event, Update)
-        info = UpdateInfo(update_type=event.event_type)
-        data[UPDATE_INFO_KEY] = info
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(
-            update_id=event.update_id, update_type=info.update_type
-        )
+        try:
+            update_type = event.event_type
+        except UpdateTypeLookupError:
+            # A type newer than our aiogram: acknowledge it rather than make Telegram retry it.
+            log.info("update_type_unknown", update_id=event.update_id)
+            UPDATES.labels("unknown", "none", "unhandled").inc()
+            return UNHANDLED
+        info = UpdateInfo(update_type=update_type)
+        data[UPDATE_INFO_KEY] = info
+        structlog.contextvars.bind_contextvars(update_id=event.update_id, update_type=update_type)
         started = time.perf_counter()
         outcome = "error"
         try:
             result = await handler(event, data)
-            outcome = "unhandled" if result is UNHANDLED else "handled"
+        except Exception as exc:
+            outcome = "retry" if is_retryable(exc) else "error"
+            raise
+        else:
+            if info.duplicate:
+                outcome = "duplicate"
+            else:
+                outcome = "unhandled" if result is UNHANDLED else "handled"
             return result
         finally:
+            elapsed = time.perf_counter() - started
+            UPDATES.labels(update_type, info.handler, outcome).inc()
+            UPDATE_DURATION.labels(update_type).observe(elapsed)
             log.info(
                 "update_handled",
                 handler=info.handler,
                 outcome=outcome,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
             )
 
 

@@ -1,0 +1,175 @@
+"""Outbound Bot API calls: flood control before a call, bounded retries after a failed one.
+
+Both are aiogram request middlewares on the Bot's session, so every call any handler makes goes
+through them, in every mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+
+from bot.observability.metrics import BOT_API_REQUESTS, BOT_API_RETRIES, BOT_API_THROTTLED
+
+if TYPE_CHECKING:
+    from aiogram import Bot
+    from aiogram.client.session.middlewares.base import NextRequestMiddlewareType
+    from aiogram.methods import Response, TelegramMethod
+    from aiogram.methods.base import TelegramType
+
+log = structlog.get_logger(__name__)
+
+
+class RetryMiddleware(BaseRequestMiddleware):
+    """Retries 429 after Telegram's retry_after, and 5xx/network errors with jittered backoff.
+
+    Bounded by attempts and by total wait, so an update finishes (or fails, to be redelivered)
+    well inside its deadline. Errors Telegram will repeat (400, 403) are never retried.
+    Note: a network error after the request left may mean Telegram did send the message; the
+    retry can then duplicate it. That window is the price of not losing replies.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_attempts: int = 4,
+        max_total_wait: float = 10.0,
+        base_delay: float = 0.25,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.max_attempts = max_attempts
+        self.max_total_wait = max_total_wait
+        self.base_delay = base_delay
+        self._sleep = sleep
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        name = type(method).__name__
+        waited = 0.0
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                result = await make_request(bot, method)
+            except TelegramRetryAfter as exc:
+                reason, delay = "flood_wait", float(exc.retry_after)
+                error: TelegramAPIError = exc
+            except TelegramServerError as exc:
+                reason, delay, error = "server_error", self._backoff(attempt), exc
+            except TelegramNetworkError as exc:
+                reason, delay, error = "network", self._backoff(attempt), exc
+            except TelegramAPIError as exc:
+                BOT_API_REQUESTS.labels(name, "error").inc()
+                log.warning("bot_api_refused", method=name, error=type(exc).__name__)
+                raise
+            else:
+                BOT_API_REQUESTS.labels(name, "ok" if attempt == 1 else "retried").inc()
+                return result
+            if attempt == self.max_attempts or waited + delay > self.max_total_wait:
+                BOT_API_REQUESTS.labels(name, "error").inc()
+                log.warning("bot_api_gave_up", method=name, reason=reason, attempts=attempt)
+                raise error
+            BOT_API_RETRIES.labels(name, reason).inc()
+            log.info("bot_api_retry", method=name, reason=reason, attempt=attempt, delay=delay)
+            await self._sleep(delay)
+            waited += delay
+        raise AssertionError  # pragma: no cover - the loop always returns or raises
+
+    def _backoff(self, attempt: int) -> float:
+        return self.base_delay * 2 ** (attempt - 1) * (0.5 + random.random())  # noqa: S311
+
+
+class TokenBucket:
+    """Reservation-style token bucket: each call reserves a token and learns how long to wait.
+
+    Tokens may go negative, so concurrent callers queue in arrival order without a lock.
+    """
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self._clock = clock
+        self._updated = clock()
+
+    def reserve(self) -> float:
+        now = self._clock()
+        self.tokens = min(self.burst, self.tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        self.tokens -= 1
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+class FloodControlMiddleware(BaseRequestMiddleware):
+    """Keeps to Telegram's limits: about 30 messages/s overall, about 1/s per private chat with
+    short bursts, 20/min per group. Only calls that post into a chat are paced."""
+
+    def __init__(
+        self,
+        *,
+        global_rate: float = 30.0,
+        chat_rate: float = 1.0,
+        chat_burst: float = 3.0,
+        group_per_minute: float = 20.0,
+        max_chats: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.global_bucket = TokenBucket(global_rate, global_rate, clock) if global_rate else None
+        self.chat_rate = chat_rate
+        self.chat_burst = chat_burst
+        self.group_rate = group_per_minute / 60.0
+        self.max_chats = max_chats
+        self._chats: OrderedDict[int | str, TokenBucket] = OrderedDict()
+        self._clock = clock
+        self._sleep = sleep
+
+    def delay_for(self, chat_id: int | str) -> float:
+        """Reserve a slot for one message to `chat_id`; returns how long to wait for it."""
+        delay = self.global_bucket.reserve() if self.global_bucket else 0.0
+        if self.chat_rate:
+            delay = max(delay, self._chat_bucket(chat_id).reserve())
+        return delay
+
+    def _chat_bucket(self, chat_id: int | str) -> TokenBucket:
+        bucket = self._chats.get(chat_id)
+        if bucket is None:
+            is_group = isinstance(chat_id, str) or chat_id < 0
+            rate = self.group_rate if is_group else self.chat_rate
+            bucket = TokenBucket(rate, self.chat_burst, self._clock)
+            self._chats[chat_id] = bucket
+            if len(self._chats) > self.max_chats:
+                # The oldest bucket has long refilled; forgetting it loses nothing.
+                self._chats.popitem(last=False)
+        else:
+            self._chats.move_to_end(chat_id)
+        return bucket
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        chat_id = getattr(method, "chat_id", None)
+        if chat_id is not None and type(method).__name__.startswith(("Send", "Forward", "Copy")):
+            delay = self.delay_for(chat_id)
+            if delay > 0:
+                BOT_API_THROTTLED.observe(delay)
+                await self._sleep(delay)
+        return await make_request(bot, method)

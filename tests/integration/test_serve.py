@@ -1,0 +1,158 @@
+"""`python -m bot serve` as production runs it: webhook registration, graceful drain on SIGTERM,
+and a token that never reaches the output, whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import random
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
+from tests.support.bot_process import BotProcess
+from tests.support.fake_telegram import FakeTelegram, Scripted
+from tests.support.servers import free_port
+from tests.support.updates import message_update, start_update, user
+
+
+@pytest.fixture
+async def make_bot_process(
+    fake_telegram: FakeTelegram,
+    pg_migrated_url: str,
+    project_name: str,
+    redis_cleanup: None,
+    tmp_path: Path,
+) -> AsyncIterator[Callable[..., BotProcess]]:
+    processes: list[BotProcess] = []
+
+    def make(**env: str) -> BotProcess:
+        process = BotProcess(
+            {
+                "BOT_TOKEN": TEST_TOKEN,
+                "WEBHOOK_SECRET": TEST_SECRET,
+                "TELEGRAM_API_URL": fake_telegram.url,
+                "DATABASE_URL": pg_migrated_url,
+                "REDIS_URL": REDIS_URL,
+                "PROJECT_NAME": project_name,
+                "LOG_FORMAT": "json",
+                "TELEGRAM_CHAT_RATE_LIMIT": "0",
+                **env,
+            },
+            cwd=tmp_path,
+        )
+        processes.append(process)
+        return process
+
+    yield make
+    for process in processes:
+        await process.stop()
+
+
+async def post(
+    url: str, body: Any, secret: str | None = TEST_SECRET, raw: bytes | None = None
+) -> int:
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+    data = io.BytesIO(raw if raw is not None else json.dumps(body).encode())
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url + "/webhook", data=data, headers=headers) as r,
+    ):
+        return r.status
+
+
+def uid() -> int:
+    return random.randint(10**9, 2 * 10**9)
+
+
+async def test_serve_registers_the_webhook_and_answers_updates(
+    make_bot_process: Callable[..., BotProcess], fake_telegram: FakeTelegram
+) -> None:
+    bot = make_bot_process(WEBHOOK_URL="https://bot.example.com", WEBHOOK_MAX_CONNECTIONS="17")
+    await bot.start()
+    [register] = await fake_telegram.wait_for("setWebhook")
+    assert register.params["url"] == "https://bot.example.com/webhook"
+    assert register.params["secret_token"] == TEST_SECRET
+    assert set(register.params["allowed_updates"]) == {"message", "edited_message"}
+    assert int(register.params["max_connections"]) == 17
+
+    assert await post(bot.url, start_update(user(uid(), "Srv"))) == 200
+    assert fake_telegram.sent_texts()[0].startswith("Hello, Srv!")
+    assert await bot.stop() == 0
+    assert fake_telegram.calls_to("deleteWebhook") == []  # never deleted on shutdown
+
+
+async def test_sigterm_mid_update_still_sends_the_reply_and_exits_cleanly(
+    make_bot_process: Callable[..., BotProcess], fake_telegram: FakeTelegram
+) -> None:
+    bot = make_bot_process(SHUTDOWN_GRACE_SECONDS="10")
+    await bot.start()
+    fake_telegram.script("sendMessage", Scripted(delay=2.0))
+    slow = asyncio.create_task(post(bot.url, message_update(user(uid()), "slow one")))
+    await fake_telegram.wait_for("sendMessage")  # the update is in flight, its reply pending
+
+    bot.signal()
+    await bot.wait_for_status("/readyz", 503, timeout=5)  # readiness flips at once
+    assert await post(bot.url, message_update(user(uid()), "too late")) == 503
+    assert await slow == 200  # the in-flight update finished and was acknowledged
+    assert await bot.wait() == 0
+    assert len(fake_telegram.calls_to("sendMessage")) == 1
+    events = [json.loads(line)["event"] for line in bot.text.splitlines() if line.startswith("{")]
+    assert "shutdown_started" in events
+    assert "shutdown_drained" in events
+
+
+async def test_token_never_appears_in_output(
+    make_bot_process: Callable[..., BotProcess], fake_telegram: FakeTelegram
+) -> None:
+    bot = make_bot_process(LOG_LEVEL="DEBUG", WEBHOOK_URL="https://bot.example.com")
+    fake_telegram.script(
+        "setWebhook", Scripted(500, {"ok": False, "error_code": 500, "description": "boom"})
+    )
+    await bot.start()
+    who = uid()
+    down = {"ok": False, "error_code": 502, "description": "Bad Gateway"}
+    flood = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1",
+             "parameters": {"retry_after": 1}}  # fmt: skip
+    blocked = {
+        "ok": False,
+        "error_code": 403,
+        "description": "Forbidden: bot was blocked by the user",
+    }
+    fake_telegram.script(
+        "sendMessage", Scripted(429, flood), Scripted(502, down), Scripted(403, blocked)
+    )
+    assert await post(bot.url, start_update(user(who, "Tok"))) == 200
+    assert await post(bot.url, start_update(user(who, "Tok"))) == 200
+    assert await post(bot.url, None, raw=b"{broken") == 400
+    assert await post(bot.url, start_update(user(who)), secret="nope") == 401
+    assert await post(bot.url, message_update(user(who), TEST_TOKEN)) == 200  # a user pastes it
+    await fake_telegram.wait_for("setWebhook", count=2, timeout=10)
+    async with aiohttp.ClientSession() as http, http.get(bot.url + "/metrics") as metrics:
+        exposition = await metrics.text()
+    assert await bot.stop() == 0
+
+    output = bot.text + exposition
+    assert "update_handled" in output  # the check below is not vacuous
+    assert TEST_TOKEN not in output
+    assert TEST_TOKEN.split(":", 1)[1] not in output
+
+
+async def test_serve_without_a_reachable_database_is_live_but_not_ready(
+    make_bot_process: Callable[..., BotProcess],
+) -> None:
+    dead = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
+    bot = make_bot_process(DATABASE_URL=dead)
+    await bot.start(wait_ready=False)
+    async with aiohttp.ClientSession() as http, http.get(bot.url + "/readyz") as response:
+        assert response.status == 503
+        body = await response.json()
+    assert body["checks"]["database"]["status"] == "error"
+    assert await bot.stop() == 0

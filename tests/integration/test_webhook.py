@@ -1,0 +1,340 @@
+"""The webhook app over real HTTP: every status code the contract names, exactly-once delivery,
+Bot API retries, and PostgreSQL/Redis going away."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot.db.migrations import upgrade_to_head
+from bot.web import ServerState, create_app
+from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
+from tests.integration.conftest import Harness
+from tests.support.fake_telegram import Scripted
+from tests.support.servers import ThrowawayPostgres, ThrowawayRedis
+from tests.support.updates import message_update, start_update, user
+
+MakeHarness = Callable[..., Awaitable[Harness]]
+
+
+@dataclass
+class Webhook:
+    harness: Harness
+    state: ServerState
+    base: str
+    http: aiohttp.ClientSession
+
+    async def post(
+        self, body: Any, *, secret: str | None = TEST_SECRET, raw: bytes | None = None, **kw: Any
+    ) -> aiohttp.ClientResponse:
+        headers = {"Content-Type": "application/json"}
+        if secret is not None:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+        data = io.BytesIO(raw if raw is not None else json.dumps(body).encode())
+        async with self.http.post(f"{self.base}/webhook", data=data, headers=headers, **kw) as r:
+            await r.read()
+            return r
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with self.http.get(f"{self.base}{path}") as response:
+            text = await response.text()
+            is_json = response.content_type == "application/json"
+            return response.status, json.loads(text) if is_json else text
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Harness], Awaitable[Webhook]]]:
+    servers: list[TestServer] = []
+    async with aiohttp.ClientSession() as http:
+
+        async def start(h: Harness) -> Webhook:
+            state = ServerState()
+            settings = h.settings
+            app = create_app(settings, bot=h.bot, dp=h.dp, resources=h.resources, state=state)
+            server = TestServer(app, host="127.0.0.1")
+            await server.start_server()
+            servers.append(server)
+            return Webhook(h, state, str(server.make_url("")).rstrip("/"), http)
+
+        yield start
+        for server in servers:
+            await server.close()
+
+
+@pytest.fixture
+async def webhook(
+    serve: Callable[[Harness], Awaitable[Webhook]], make_harness: MakeHarness, database_url: str
+) -> Webhook:
+    h = await make_harness(database_url=database_url, redis_url="", webhook_secret=TEST_SECRET)
+    return await serve(h)
+
+
+def uid() -> int:
+    return random.randint(10**9, 2 * 10**9)
+
+
+async def test_processed_update_is_answered_200_after_the_reply(webhook: Webhook) -> None:
+    response = await webhook.post(start_update(user(uid(), "Wen")))
+    assert response.status == 200
+    # The reply was sent before the answer: nothing is left in the background.
+    assert webhook.harness.telegram.sent_texts()[0].startswith("Hello, Wen!")
+
+
+@pytest.mark.parametrize("secret", [None, "", "wrong", TEST_SECRET + "x", TEST_SECRET.upper()])
+async def test_wrong_or_missing_secret_is_401_and_nothing_is_processed(
+    webhook: Webhook, secret: str | None
+) -> None:
+    who = uid()
+    response = await webhook.post(start_update(user(who)), secret=secret)
+    assert response.status == 401
+    assert webhook.harness.telegram.calls == []
+    assert await webhook.harness.count_users(who) == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"{not json", id="malformed"),
+        pytest.param(b'{"update_id": 1, "message": {', id="truncated"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b"[1, 2, 3]", id="array"),
+        pytest.param(b'{"message": {}}', id="no-update-id"),
+        pytest.param(b'{"update_id": "x"}', id="bad-update-id"),
+        pytest.param(b'{"update_id": 5, "message": "\xff\xfe"}', id="invalid-utf8"),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="deeply-nested"),
+    ],
+)
+async def test_bodies_that_are_not_updates_are_400(webhook: Webhook, raw: bytes) -> None:
+    response = await webhook.post(None, raw=raw)
+    assert response.status == 400
+    assert webhook.harness.telegram.calls == []
+
+
+async def test_body_over_one_mebibyte_is_413(webhook: Webhook) -> None:
+    update = message_update(user(uid()), "x" * (2 * 1024 * 1024))
+    response = await webhook.post(update)
+    assert response.status == 413
+    assert webhook.harness.telegram.calls == []
+
+
+async def test_body_just_under_the_limit_is_processed(webhook: Webhook) -> None:
+    update = message_update(user(uid()), "y" * (1024 * 1024 - 400))
+    assert (await webhook.post(update)).status == 200
+
+
+async def test_unknown_update_type_is_acknowledged(webhook: Webhook) -> None:
+    response = await webhook.post({"update_id": 77, "brand_new_kind": {"x": 1}})
+    assert response.status == 200
+    assert webhook.harness.telegram.calls == []
+
+
+async def test_redelivered_update_id_is_answered_without_processing_again(webhook: Webhook) -> None:
+    update = start_update(user(uid(), "Rex"))
+    assert [(await webhook.post(update)).status for _ in range(3)] == [200, 200, 200]
+    assert len(webhook.harness.telegram.calls_to("sendMessage")) == 1
+
+
+async def test_concurrent_redeliveries_are_processed_once(webhook: Webhook) -> None:
+    webhook.harness.telegram.script("sendMessage", Scripted(delay=0.3, body=None))
+    update = message_update(user(uid()), "hi")
+    statuses = await asyncio.gather(*(webhook.post(update) for _ in range(8)))
+    assert [r.status for r in statuses] == [200] * 8
+    assert len(webhook.harness.telegram.calls_to("sendMessage")) == 1
+
+
+async def test_telegram_429_is_retried_after_retry_after(webhook: Webhook) -> None:
+    flood = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1",
+             "parameters": {"retry_after": 1}}  # fmt: skip
+    webhook.harness.telegram.script("sendMessage", Scripted(429, flood))
+    response = await webhook.post(message_update(user(uid()), "hi"))
+    assert response.status == 200
+    first, second = webhook.harness.telegram.calls_to("sendMessage")
+    assert second.at - first.at >= 1.0  # waited as told, not hammering Telegram
+
+
+async def test_telegram_5xx_bursts_are_retried_with_backoff(webhook: Webhook) -> None:
+    down = {"ok": False, "error_code": 502, "description": "Bad Gateway"}
+    webhook.harness.telegram.script("sendMessage", Scripted(502, down), Scripted(502, down))
+    response = await webhook.post(message_update(user(uid()), "hi"))
+    assert response.status == 200
+    assert len(webhook.harness.telegram.calls_to("sendMessage")) == 3
+
+
+async def test_telegram_down_for_good_is_503_so_the_update_comes_back(webhook: Webhook) -> None:
+    down = {"ok": False, "error_code": 500, "description": "Internal Server Error"}
+    webhook.harness.telegram.script("sendMessage", *[Scripted(500, down)] * 4)
+    update = message_update(user(uid()), "hi")
+    assert (await webhook.post(update)).status == 503
+    # Redelivery: the claim was released, so it is processed (once) now that Telegram is back.
+    assert (await webhook.post(update)).status == 200
+    assert (await webhook.post(update)).status == 200
+    assert len(webhook.harness.telegram.calls_to("sendMessage")) == 5
+
+
+async def test_blocked_by_user_is_200_and_not_retried(webhook: Webhook) -> None:
+    blocked = {
+        "ok": False,
+        "error_code": 403,
+        "description": "Forbidden: bot was blocked by the user",
+    }
+    webhook.harness.telegram.script("sendMessage", Scripted(403, blocked))
+    update = message_update(user(uid()), "hi")
+    assert (await webhook.post(update)).status == 200
+    assert (await webhook.post(update)).status == 200
+    assert len(webhook.harness.telegram.calls_to("sendMessage")) == 1
+
+
+async def test_probes_and_metrics(webhook: Webhook) -> None:
+    await webhook.post(start_update(user(uid(), "Met")))
+    assert await webhook.get("/healthz") == (200, {"status": "ok"})
+    status, body = await webhook.get("/readyz")
+    assert status == 200
+    assert body["status"] == "ready"
+    assert body["checks"]["database"] == {"status": "ok"}
+    assert body["checks"]["schema"]["status"] == "ok"
+    assert body["checks"]["redis"] == {"status": "disabled"}
+    status, text = await webhook.get("/metrics")
+    assert status == 200
+    for name in (
+        "hello_bot_updates_total",
+        "hello_bot_update_duration_seconds_bucket",
+        "hello_bot_bot_api_requests_total",
+        "hello_bot_cache_requests_total",
+        "hello_bot_db_pool_connections_in_use",
+        "hello_bot_webhook_requests_total",
+        "process_resident_memory_bytes",
+    ):
+        assert name in text
+    assert 'handler="start_handler"' in text
+    assert TEST_TOKEN not in text
+    assert TEST_TOKEN.split(":")[1] not in text
+
+
+async def test_readiness_is_503_while_draining_and_new_updates_are_refused(
+    webhook: Webhook,
+) -> None:
+    webhook.state.draining = True
+    status, body = await webhook.get("/readyz")
+    assert status == 503
+    assert body["checks"]["shutdown"] == {"status": "draining"}
+    assert (await webhook.post(message_update(user(uid()), "late"))).status == 503
+    assert webhook.harness.telegram.calls == []
+    assert (await webhook.get("/healthz"))[0] == 200
+
+
+async def test_readiness_is_503_below_the_migration_head(
+    serve: Callable[[Harness], Awaitable[Webhook]],
+    make_harness: MakeHarness,
+    make_pg_database: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("bot.app.prepare_schema", _no_schema_check)
+    monkeypatch.setattr("tests.integration.conftest.prepare_schema", _no_schema_check)
+    url = make_pg_database()
+    hook = await serve(await make_harness(database_url=url, webhook_secret=TEST_SECRET))
+    status, body = await hook.get("/readyz")
+    assert status == 503
+    assert body["checks"]["schema"] == {"status": "behind", "current": None, "head": "0001"}
+    engine = create_async_engine(url)
+    await upgrade_to_head(engine)
+    await engine.dispose()
+    assert (await hook.get("/readyz"))[0] == 200
+
+
+async def _no_schema_check(*_: object) -> None:
+    return None
+
+
+@pytest.fixture
+def throwaway_pg() -> Iterator[ThrowawayPostgres]:
+    pg = ThrowawayPostgres()
+    pg.start()
+    yield pg
+    pg.destroy()
+
+
+async def test_postgres_down_is_503_then_processed_once_on_redelivery(
+    serve: Callable[[Harness], Awaitable[Webhook]],
+    make_harness: MakeHarness,
+    throwaway_pg: ThrowawayPostgres,
+) -> None:
+    engine = create_async_engine(throwaway_pg.url())
+    await upgrade_to_head(engine)
+    await engine.dispose()
+    hook = await serve(
+        await make_harness(database_url=throwaway_pg.url(), webhook_secret=TEST_SECRET)
+    )
+    who = uid()
+    update = start_update(user(who, "Pat"))
+    throwaway_pg.stop()
+
+    assert (await hook.post(update)).status == 503
+    status, body = await hook.get("/readyz")
+    assert status == 503
+    assert body["checks"]["database"]["status"] == "error"
+    assert (await hook.get("/healthz"))[0] == 200  # liveness never depends on PostgreSQL
+
+    throwaway_pg.start()
+    assert (await hook.post(update)).status == 200
+    assert (await hook.post(update)).status == 200
+    assert hook.harness.telegram.sent_texts() == [
+        "Hello, Pat! Nice to meet you. Send me anything, or /help."
+    ]
+    assert await hook.harness.count_users(who) == 1
+    assert (await hook.get("/readyz"))[0] == 200
+
+
+async def test_redis_down_is_degraded_but_ready_and_updates_flow(
+    serve: Callable[[Harness], Awaitable[Webhook]], make_harness: MakeHarness, tmp_path: Path
+) -> None:
+    redis = ThrowawayRedis()
+    redis.start()
+    try:
+        hook = await serve(
+            await make_harness(
+                database_url=f"sqlite+aiosqlite:///{tmp_path / 'w.db'}",
+                redis_url=redis.url,
+                webhook_secret=TEST_SECRET,
+            )
+        )
+        update = message_update(user(uid()), "one")
+        assert (await hook.post(update)).status == 200
+        assert (await hook.get("/readyz"))[1]["checks"]["redis"] == {"status": "ok"}
+        redis.stop()
+        assert (await hook.post(message_update(user(uid()), "two"))).status == 200
+        status, body = await hook.get("/readyz")
+        assert (status, body["checks"]["redis"]) == (200, {"status": "degraded"})
+        assert len(hook.harness.telegram.calls_to("sendMessage")) == 2
+    finally:
+        redis.stop()
+
+
+async def test_redelivery_is_deduplicated_across_replicas_through_redis(
+    serve: Callable[[Harness], Awaitable[Webhook]],
+    make_harness: MakeHarness,
+    pg_migrated_url: str,
+    redis_cleanup: None,
+) -> None:
+    replicas = [
+        await serve(
+            await make_harness(
+                database_url=pg_migrated_url, redis_url=REDIS_URL, webhook_secret=TEST_SECRET
+            )
+        )
+        for _ in range(2)
+    ]
+    update = message_update(user(uid()), "hello replicas")
+    statuses = await asyncio.gather(*(r.post(update) for r in replicas * 3))
+    assert {s.status for s in statuses} == {200}
+    assert len(replicas[0].harness.telegram.calls_to("sendMessage")) == 1

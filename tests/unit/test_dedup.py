@@ -1,0 +1,83 @@
+"""The dedup middleware called directly with a stub handler, as aiogram's own tests do."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiogram.types import Update
+from sqlalchemy.exc import OperationalError
+
+from bot.cache import Cache
+from bot.errors import UpdateInProgressError
+from bot.middlewares.dedup import DeduplicationMiddleware
+
+UPDATE = Update(update_id=1)
+
+
+def middleware(cache: Cache, wait: float = 1.0) -> DeduplicationMiddleware:
+    return DeduplicationMiddleware(cache=cache, processing_ttl=60, wait=wait)
+
+
+async def test_second_delivery_is_skipped() -> None:
+    cache, calls = Cache(prefix="p"), []
+
+    async def handler(_event: Any, _data: dict[str, Any]) -> str:
+        calls.append(1)
+        return "done"
+
+    dedup = middleware(cache)
+    assert await dedup(handler, UPDATE, {}) == "done"
+    assert await dedup(handler, UPDATE, {}) is None
+    assert calls == [1]
+    assert await cache.get("p:update:1") == "done"
+
+
+async def test_retryable_failure_releases_the_claim() -> None:
+    cache = Cache(prefix="p")
+
+    async def broken(_event: Any, _data: dict[str, Any]) -> None:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError())
+
+    with pytest.raises(OperationalError):
+        await middleware(cache)(broken, UPDATE, {})
+    assert await cache.get("p:update:1") is None
+
+
+async def test_a_bug_is_final() -> None:
+    cache = Cache(prefix="p")
+
+    async def buggy(_event: Any, _data: dict[str, Any]) -> None:
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        await middleware(cache)(buggy, UPDATE, {})
+    assert await cache.get("p:update:1") == "done"
+
+
+async def test_cancellation_releases_the_claim() -> None:
+    cache = Cache(prefix="p")
+    started = asyncio.Event()
+
+    async def slow(_event: Any, _data: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(middleware(cache)(slow, UPDATE, {}))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await cache.get("p:update:1") is None
+
+
+async def test_a_claim_held_too_long_elsewhere_is_in_progress() -> None:
+    cache = Cache(prefix="p")
+    await cache.set("p:update:1", "processing", ttl=60)
+
+    async def handler(_event: Any, _data: dict[str, Any]) -> None:
+        raise AssertionError
+
+    with pytest.raises(UpdateInProgressError):
+        await middleware(cache, wait=0.1)(handler, UPDATE, {})

@@ -1,0 +1,137 @@
+"""Retry and flood-control request middlewares, driven with a fake clock (no real sleeping)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.methods import GetMe, SendMessage
+
+from bot.outbound import FloodControlMiddleware, RetryMiddleware, TokenBucket
+
+BOT = Bot("42:TEST-token-for-unit-tests")
+SEND = SendMessage(chat_id=1, text="hi")
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def failing(*errors: Exception) -> Any:
+    """A make_request that raises the given errors in turn, then succeeds."""
+    queue = list(errors)
+    calls: list[object] = []
+
+    async def make_request(_bot: Bot, method: object) -> str:
+        calls.append(method)
+        if queue:
+            raise queue.pop(0)
+        return "ok"
+
+    make_request.calls = calls  # type: ignore[attr-defined]
+    return make_request
+
+
+async def test_retry_after_is_honoured() -> None:
+    time = FakeTime()
+    request = failing(TelegramRetryAfter(SEND, "flood", retry_after=3))
+    assert await RetryMiddleware(sleep=time.sleep)(request, BOT, SEND) == "ok"
+    assert time.slept == [3.0]
+
+
+async def test_server_and_network_errors_back_off_and_recover() -> None:
+    time = FakeTime()
+    request = failing(TelegramServerError(SEND, "502"), TelegramNetworkError(SEND, "reset"))
+    assert await RetryMiddleware(sleep=time.sleep, base_delay=0.2)(request, BOT, SEND) == "ok"
+    assert len(time.slept) == 2
+    assert 0.1 <= time.slept[0] <= 0.3
+    assert 0.2 <= time.slept[1] <= 0.6  # doubled, with jitter
+
+
+@pytest.mark.parametrize(
+    "error", [TelegramForbiddenError(SEND, "blocked"), TelegramBadRequest(SEND, "chat not found")]
+)
+async def test_refusals_are_never_retried(error: Exception) -> None:
+    time = FakeTime()
+    request = failing(error)
+    with pytest.raises(type(error)):
+        await RetryMiddleware(sleep=time.sleep)(request, BOT, SEND)
+    assert len(request.calls) == 1
+    assert time.slept == []
+
+
+async def test_attempts_are_bounded() -> None:
+    time = FakeTime()
+    request = failing(*[TelegramServerError(SEND, "500")] * 10)
+    with pytest.raises(TelegramServerError):
+        await RetryMiddleware(sleep=time.sleep, max_attempts=3)(request, BOT, SEND)
+    assert len(request.calls) == 3
+
+
+async def test_total_wait_is_bounded() -> None:
+    time = FakeTime()
+    request = failing(TelegramRetryAfter(SEND, "flood", retry_after=30))
+    with pytest.raises(TelegramRetryAfter):
+        await RetryMiddleware(sleep=time.sleep, max_total_wait=10)(request, BOT, SEND)
+    assert time.slept == []  # giving up at once beats sleeping past the update's deadline
+
+
+def test_token_bucket_allows_a_burst_then_paces() -> None:
+    time = FakeTime()
+    bucket = TokenBucket(rate=1.0, burst=3, clock=time.clock)
+    assert [bucket.reserve() for _ in range(5)] == [0.0, 0.0, 0.0, 1.0, 2.0]
+    time.now = 10.0
+    assert bucket.reserve() == 0.0  # refilled (to the burst, not beyond)
+
+
+def test_flood_control_paces_per_chat_and_globally() -> None:
+    time = FakeTime()
+    flood = FloodControlMiddleware(global_rate=30, chat_rate=1, chat_burst=3, clock=time.clock)
+    chat_delays = [flood.delay_for(7) for _ in range(5)]
+    assert chat_delays == [0.0, 0.0, 0.0, 1.0, 2.0]
+    # 25 more messages to 25 other chats: the global 30/s budget is spent, so they queue.
+    delays = [flood.delay_for(1000 + i) for i in range(30)]
+    assert delays[:25] == [0.0] * 25
+    assert delays[-1] == pytest.approx(5 / 30)
+
+
+def test_groups_get_twenty_per_minute() -> None:
+    time = FakeTime()
+    flood = FloodControlMiddleware(global_rate=0, chat_rate=1, chat_burst=1, clock=time.clock)
+    assert [flood.delay_for(-100) for _ in range(3)] == [0.0, 3.0, 6.0]
+
+
+def test_chat_buckets_are_bounded() -> None:
+    flood = FloodControlMiddleware(max_chats=100, clock=FakeTime().clock)
+    for chat in range(1000):
+        flood.delay_for(chat)
+    assert len(flood._chats) == 100
+
+
+async def test_only_calls_that_post_into_a_chat_are_paced() -> None:
+    time = FakeTime()
+    flood = FloodControlMiddleware(chat_rate=1, chat_burst=1, clock=time.clock, sleep=time.sleep)
+    request = failing()
+    for _ in range(3):
+        await flood(request, BOT, GetMe())
+    assert time.slept == []
+    for _ in range(3):
+        await flood(request, BOT, SEND)
+    assert time.slept == [1.0, 1.0]  # sequential sends: one per second after the burst
