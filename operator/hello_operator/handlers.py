@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -19,15 +20,28 @@ RESOURCE = (GROUP, VERSION, PLURAL)
 TRANSIENT = (ApiError, aiohttp.ClientError, asyncpg.PostgresError, OSError, TimeoutError)
 
 
+def _connection(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+    """Service account in a pod, else KUBECONFIG: decided when the operator starts, not at import."""
+    return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
+        settings=settings
+    )
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+    """kopf and our own client log in the same way (kopf's defaults are chosen at import)."""
+    return _connection(settings)
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Tune kopf, log in the way kopf does, and put the shared clients into `memo`."""
-    settings.posting.level = logging.WARNING  # Events for problems, not for every step
+    # Events only where a human must act (explicit, below); kopf would otherwise turn every
+    # "migration still running" retry into a Warning Event.
+    settings.posting.level = logging.CRITICAL
     settings.persistence.finalizer = f"{GROUP}/operator"
     settings.watching.server_timeout = 300
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
-        settings=settings
-    )
+    info = _connection(settings)
     if info is None:
         msg = "no Kubernetes credentials: neither a service account nor a kubeconfig"
         raise RuntimeError(msg)
@@ -49,9 +63,19 @@ async def close_clients(memo: kopf.Memo, **_: Any) -> None:
     await clients.telegram.close()
 
 
+async def _fresh_status(clients: Clients, body: kopf.Body) -> Mapping[str, Any]:
+    """The status as stored now: the timer and the handlers both write the conditions list, and
+    a merge patch replaces lists whole, so each merges onto a fresh read, not an old event."""
+    path = (
+        f"/apis/{GROUP}/{VERSION}/namespaces/{body.meta['namespace']}/{PLURAL}/{body.meta['name']}"
+    )
+    current = await clients.kube.get(path)
+    return (current or {}).get("status") or {}
+
+
 def _report(
     body: kopf.Body,
-    status: kopf.Status,
+    status: Mapping[str, Any],
     patch: kopf.Patch,
     *updates: conditions.Condition,
     observed: bool = True,
@@ -65,46 +89,58 @@ def _report(
         patch.status["observedGeneration"] = generation
 
 
-async def _reconcile(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, retry: int
-) -> None:
-    """Shared by create, update and resume; turns outcomes into status, Events and retries."""
+async def _outcome(
+    clients: Clients, body: kopf.Body, status: kopf.Status, retry: int
+) -> tuple[dict[str, Any], list[conditions.Condition], Exception | None]:
+    """Run the reconciliation; return the status fields, conditions and the error to raise."""
     try:
-        outcome = await reconcile(memo.clients, body, body.spec, status, retry)
+        outcome = await reconcile(clients, body, body.spec, status, retry)
     except Waiting as waiting:
-        patch.status["phase"] = "Migrating"
-        _report(
-            body,
-            status,
-            patch,
-            conditions.Condition(conditions.MIGRATED, False, waiting.reason, waiting.message),
+        cond = conditions.Condition(conditions.MIGRATED, False, waiting.reason, waiting.message)
+        return (
+            {"phase": "Migrating"},
+            [cond],
+            kopf.TemporaryError(waiting.message, delay=waiting.delay),
         )
-        raise kopf.TemporaryError(waiting.message, delay=waiting.delay) from None
     except Blocked as blocked:
-        patch.status["phase"] = "Failed" if blocked.retry_after is None else "Blocked"
-        _report(
-            body,
-            status,
-            patch,
-            conditions.Condition(blocked.condition, False, blocked.reason, blocked.message),
-        )
-        kopf.warn(body, reason=blocked.reason, message=blocked.message)
+        cond = conditions.Condition(blocked.condition, False, blocked.reason, blocked.message)
+        kopf.event(body, type="Warning", reason=blocked.reason, message=blocked.message)
+        text = f"{blocked.reason}: {blocked.message}"
         if blocked.retry_after is None:
-            raise kopf.PermanentError(f"{blocked.reason}: {blocked.message}") from None
-        raise kopf.TemporaryError(
-            f"{blocked.reason}: {blocked.message}", delay=blocked.retry_after
-        ) from None
+            return {"phase": "Failed"}, [cond], kopf.PermanentError(text)
+        return {"phase": "Blocked"}, [cond], kopf.TemporaryError(text, delay=blocked.retry_after)
     except TRANSIENT as exc:
-        raise kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=backoff(retry)) from exc
-    patch.status["migratedImage"] = outcome.migrated_image
-    patch.status["phase"] = "Running" if outcome.ready.status else "Deploying"
+        error = kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=backoff(retry))
+        return {}, [], error
     migrated = conditions.Condition(
         conditions.MIGRATED,
         True,
         "MigrationSucceeded",
         f"schema migrated for {outcome.migrated_image}",
     )
-    _report(body, status, patch, migrated, outcome.ready)
+    fields = {
+        "migratedImage": outcome.migrated_image,
+        "phase": "Running" if outcome.ready.status else "Deploying",
+    }
+    return fields, [migrated, outcome.ready], None
+
+
+async def _reconcile(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, retry: int
+) -> None:
+    """Shared by create, update and resume; turns outcomes into status, Events and retries."""
+    clients: Clients = memo.clients
+    fields, updates, error = await _outcome(clients, body, status, retry)
+    if updates:
+        try:
+            current = await _fresh_status(clients, body)
+        except TRANSIENT:
+            current = status
+        for key, value in fields.items():
+            patch.status[key] = value
+        _report(body, current, patch, *updates)
+    if error is not None:
+        raise error
 
 
 @kopf.on.create(*RESOURCE)
@@ -178,7 +214,6 @@ async def _delete_webhook(
 async def check_webhook(
     body: kopf.Body,
     spec: kopf.Spec,
-    status: kopf.Status,
     patch: kopf.Patch,
     memo: kopf.Memo,
     **_: Any,
@@ -186,13 +221,14 @@ async def check_webhook(
     """Ask Telegram how webhook delivery goes, and refresh readiness from the Deployment."""
     clients: Clients = memo.clients
     try:
+        current = await _fresh_status(clients, body)
         report = await health.check(
-            clients, body.meta["namespace"], body.meta["name"], spec, status
+            clients, body.meta["namespace"], body.meta["name"], spec, current
         )
     except TRANSIENT as exc:
         raise kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=30) from exc
     if report.webhook is not None:
         patch.status["webhook"] = report.webhook
-    _report(body, status, patch, *report.conditions, observed=False)
+    _report(body, current, patch, *report.conditions, observed=False)
     if report.phase:
         patch.status["phase"] = report.phase
