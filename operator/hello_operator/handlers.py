@@ -21,7 +21,7 @@ TRANSIENT = (ApiError, aiohttp.ClientError, asyncpg.PostgresError, OSError, Time
 
 
 def _connection(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
-    """Service account in a pod, else KUBECONFIG: decided when the operator starts, not at import."""
+    """Service account in a pod, else KUBECONFIG; decided at startup, not at import."""
     return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
         settings=settings
     )

@@ -14,7 +14,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import (
+from hello_operator import children
+from hello_operator.database import DatabaseTarget
+from operator_support import (
     BOT_TOKEN,
     PG_ADMIN_URL,
     Cluster,
@@ -23,9 +25,6 @@ from conftest import (
     condition,
     eventually,
 )
-
-from hello_operator import children
-from hello_operator.database import DatabaseTarget
 
 BOTS = "hello-bot.dev/v1alpha1"
 IMAGE_1 = "registry.example/hello-bot:1.0.0"
