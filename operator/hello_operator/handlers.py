@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -12,7 +11,15 @@ import kopf
 
 from hello_operator import children, conditions, database, health
 from hello_operator.kube import ApiError, KubeClient
-from hello_operator.reconcile import Blocked, Clients, Waiting, backoff, read_token, reconcile
+from hello_operator.reconcile import (
+    Blocked,
+    Clients,
+    Waiting,
+    backoff,
+    read_token,
+    reconcile,
+    write_conditions,
+)
 from hello_operator.settings import GROUP, PLURAL, VERSION, WEBHOOK_CHECK_SECONDS, OperatorConfig
 from hello_operator.telegram import TelegramClient, TelegramError
 
@@ -63,30 +70,12 @@ async def close_clients(memo: kopf.Memo, **_: Any) -> None:
     await clients.telegram.close()
 
 
-async def _fresh_status(clients: Clients, body: kopf.Body) -> Mapping[str, Any]:
-    """The status as stored now: the timer and the handlers both write the conditions list, and
-    a merge patch replaces lists whole, so each merges onto a fresh read, not an old event."""
-    path = (
-        f"/apis/{GROUP}/{VERSION}/namespaces/{body.meta['namespace']}/{PLURAL}/{body.meta['name']}"
-    )
-    current = await clients.kube.get(path)
-    return (current or {}).get("status") or {}
-
-
-def _report(
-    body: kopf.Body,
-    status: Mapping[str, Any],
-    patch: kopf.Patch,
-    *updates: conditions.Condition,
-    observed: bool = True,
-) -> None:
-    """Write conditions (the whole list: a merge patch replaces lists) via kopf's patch."""
+async def _report(clients: Clients, body: kopf.Body, *updates: conditions.Condition) -> None:
+    """Write conditions at once, the way `write_conditions` explains; the rest goes via kopf."""
     generation = body.meta.get("generation")
-    patch.status["conditions"] = conditions.merge_conditions(
-        status.get("conditions"), updates, generation=generation if observed else None
+    await write_conditions(
+        clients, body.meta["namespace"], body.meta["name"], updates, generation=generation
     )
-    if observed:
-        patch.status["observedGeneration"] = generation
 
 
 async def _outcome(
@@ -133,12 +122,12 @@ async def _reconcile(
     fields, updates, error = await _outcome(clients, body, status, retry)
     if updates:
         try:
-            current = await _fresh_status(clients, body)
-        except TRANSIENT:
-            current = status
+            await _report(clients, body, *updates)
+        except TRANSIENT as exc:
+            error = error or kopf.TemporaryError(f"status: {exc}", delay=backoff(retry))
         for key, value in fields.items():
             patch.status[key] = value
-        _report(body, current, patch, *updates)
+        patch.status["observedGeneration"] = body.meta.get("generation")
     if error is not None:
         raise error
 
@@ -214,6 +203,7 @@ async def _delete_webhook(
 async def check_webhook(
     body: kopf.Body,
     spec: kopf.Spec,
+    status: kopf.Status,
     patch: kopf.Patch,
     memo: kopf.Memo,
     **_: Any,
@@ -221,14 +211,13 @@ async def check_webhook(
     """Ask Telegram how webhook delivery goes, and refresh readiness from the Deployment."""
     clients: Clients = memo.clients
     try:
-        current = await _fresh_status(clients, body)
         report = await health.check(
-            clients, body.meta["namespace"], body.meta["name"], spec, current
+            clients, body.meta["namespace"], body.meta["name"], spec, status
         )
+        await _report(clients, body, *report.conditions)
     except TRANSIENT as exc:
         raise kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=30) from exc
     if report.webhook is not None:
         patch.status["webhook"] = report.webhook
-    _report(body, current, patch, *report.conditions, observed=False)
     if report.phase:
         patch.status["phase"] = report.phase

@@ -24,6 +24,7 @@ PLURALS = {
     "Deployment": "deployments",
     "Job": "jobs",
     "Ingress": "ingresses",
+    "TelegramBot": "telegrambots",
 }
 
 TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})

@@ -7,9 +7,10 @@ into kopf's exceptions.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -17,7 +18,7 @@ import kopf
 
 from hello_operator import children, conditions, database
 from hello_operator.kube import KubeClient, object_path
-from hello_operator.settings import OperatorConfig
+from hello_operator.settings import GROUP, VERSION, OperatorConfig
 from hello_operator.telegram import TelegramClient
 
 
@@ -28,6 +29,34 @@ class Clients:
     kube: KubeClient
     telegram: TelegramClient
     config: OperatorConfig
+    # Serialises read-merge-write of status.conditions (see write_conditions).
+    status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+async def write_conditions(
+    clients: Clients,
+    namespace: str,
+    name: str,
+    updates: Iterable[conditions.Condition],
+    *,
+    generation: int | None,
+) -> None:
+    """Merge `updates` into the stored conditions and write the list back at once.
+
+    The change handlers and the webhook timer both write this list, concurrently, and a merge
+    patch replaces a list whole. Through kopf's `patch.status`, each would merge onto the body it
+    was given and the later write would drop the other's conditions (a lost `InvalidSpec` is
+    never written again: that handler does not retry). So the list is read and written here,
+    under one lock, by the operator's single replica. Scalar status fields still go via kopf.
+    """
+    path = object_path(f"{GROUP}/{VERSION}", "TelegramBot", namespace, name)
+    async with clients.status_lock:
+        current = await clients.kube.get(path)
+        if current is None:
+            return
+        stored = (current.get("status") or {}).get("conditions")
+        merged = conditions.merge_conditions(stored, updates, generation=generation)
+        await clients.kube.patch(f"{path}/status", {"status": {"conditions": merged}})
 
 
 class Blocked(Exception):
