@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import sys
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,15 +14,14 @@ import aiohttp.test_utils
 import aiohttp.web
 import asyncpg
 import kmock
-import kopf
 import pytest
 import yaml
 from operator_support import (
-    DEADLINE,
     PG_ADMIN_URL,
     TELEGRAMBOTS,
     Cluster,
     FakeBotApi,
+    OperatorThread,
     StampingEmulator,
 )
 
@@ -124,47 +121,19 @@ async def running_operator(
     bot_api: FakeBotApi,
     pg_cleanup: None,
     monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[None]:
-    """The real kopf event loop against the emulator, in a thread with its own asyncio loop.
-
-    A thread, because at exit kopf cancels every task its loop gained since it started, which in
-    the test's own loop would include pytest-asyncio's fixture finalizers.
-    """
+) -> AsyncIterator[OperatorThread]:
     importlib.import_module("hello_operator")  # registers the handlers with kopf
-
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.setenv("TELEGRAM_API_URL", bot_api.url)
     monkeypatch.setenv("SHARED_POSTGRES_ADMIN_URL", PG_ADMIN_URL)
     monkeypatch.setenv("MIGRATION_POLL_SECONDS", "0.2")
     monkeypatch.setenv("BLOCKED_RETRY_SECONDS", "0.5")
-    stop, ready = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(
-                kopf.operator(
-                    clusterwide=True,
-                    standalone=True,
-                    settings=kopf.OperatorSettings(),
-                    stop_flag=stop,
-                    ready_flag=ready,
-                    memo=kopf.Memo(),
-                )
-            )
-        except BaseException as exc:  # surfaced in the fixture's teardown
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="kopf-operator", daemon=True)
-    thread.start()
-    assert await asyncio.to_thread(ready.wait, DEADLINE), "the operator did not get ready"
+    operator = OperatorThread()
+    await operator.start()
     try:
-        yield
+        yield operator
     finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, DEADLINE)
-        assert not thread.is_alive(), "the operator did not stop"
-        assert not errors, errors
+        await operator.stop()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ import aiohttp
 import aiohttp.web
 import attrs
 import kmock
+import kopf
 import pytest
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -149,3 +151,45 @@ def condition(bot: dict[str, Any] | None, type_: str) -> dict[str, Any]:
         if cond.get("type") == type_:
             return cond
     return {}
+
+
+class OperatorThread:
+    """The real kopf event loop against the emulator, in a thread with its own asyncio loop.
+
+    A thread, because at exit kopf cancels every task its loop gained since it started, which in
+    the test's own loop would include pytest-asyncio's fixture finalizers.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors: list[BaseException] = []
+
+    def _run(self, ready: threading.Event) -> None:
+        try:
+            asyncio.run(
+                kopf.operator(
+                    clusterwide=True,
+                    standalone=True,
+                    settings=kopf.OperatorSettings(),
+                    stop_flag=self._stop,
+                    ready_flag=ready,
+                    memo=kopf.Memo(),
+                )
+            )
+        except BaseException as exc:  # surfaced by stop()
+            self.errors.append(exc)
+
+    async def start(self) -> None:
+        ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self._thread.start()
+        assert await asyncio.to_thread(ready.wait, DEADLINE), "the operator did not get ready"
+
+    async def stop(self) -> None:
+        assert self._thread is not None
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join, DEADLINE)
+        assert not self._thread.is_alive(), "the operator did not stop"
+        assert not self.errors, self.errors

@@ -21,6 +21,7 @@ from operator_support import (
     PG_ADMIN_URL,
     Cluster,
     FakeBotApi,
+    OperatorThread,
     StampingEmulator,
     condition,
     eventually,
@@ -301,3 +302,29 @@ async def test_invalid_host_fails_with_reason(cluster: Cluster, bot_api: FakeBot
 
     await eventually(warned, what="an InvalidSpec Event")
     assert await cluster.get("batch/v1", "jobs", children.job_name(name, IMAGE_1)) is None
+
+
+async def test_restart_resumes_and_repairs_drift(
+    cluster: Cluster,
+    bot_api: FakeBotApi,
+    emulator: StampingEmulator,
+    running_operator: OperatorThread,
+) -> None:
+    name = "resumer"
+    await create_token_secret(cluster, name)
+    await cluster.create(BOTS, "telegrambots", bot_manifest(name))
+    await complete_job(cluster, name, IMAGE_1)
+    await wait_condition(cluster, name, "Migrated", "MigrationSucceeded", phase="Deploying")
+
+    await running_operator.stop()
+    await cluster.delete("v1", "services", name)  # drift while nobody watches
+    await running_operator.start()
+
+    service = await eventually(
+        lambda: cluster.get("v1", "services", name), what="Service restored on resume"
+    )
+    assert service["spec"]["selector"]["app.kubernetes.io/instance"] == name
+    await deployed(cluster, name, IMAGE_1)
+    # The schema was migrated for this image already: no second migration Job.
+    jobs = [key for key in emulator.objects if key[0].plural == "jobs" and key[1] == cluster.ns]
+    assert len(jobs) == 1
