@@ -173,6 +173,9 @@ async def delete_bot(
     if children.database_mode(spec) != "Shared":
         logger.warning("deletionPolicy Delete does not drop an External database; kept")
         return
+    if not clients.config.shared_postgres_admin_url:
+        logger.warning("no SHARED_POSTGRES_ADMIN_URL: cannot drop the database; kept")
+        return
     target = database.DatabaseTarget.for_bot(namespace, name)
     try:
         await database.drop_database(clients.config.shared_postgres_admin_url, target)

@@ -120,7 +120,10 @@ class KubeClient:
             headers=self._headers(content_type or None),
             ssl=self._ssl,
         ) as response:
-            payload: dict[str, Any] = await response.json(content_type=None)
+            try:
+                payload: dict[str, Any] = await response.json(content_type=None) or {}
+            except ValueError:  # e.g. an HTML error page from a proxy in front of the API
+                payload = {}
             if response.status >= 400:
                 raise ApiError(
                     response.status,
