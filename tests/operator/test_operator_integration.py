@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -30,6 +31,7 @@ from operator_support import (
 BOTS = "hello-bot.dev/v1alpha1"
 IMAGE_1 = "registry.example/hello-bot:1.0.0"
 IMAGE_2 = "registry.example/hello-bot:1.1.0"
+CONDITION_COLUMN = re.compile(r'\.status\.conditions\[\?\(@\.type=="(\w+)"\)\]\.(\w+)')
 
 pytestmark = pytest.mark.usefixtures("running_operator")
 
@@ -114,16 +116,33 @@ def assert_token_hidden(emulator: StampingEmulator, caplog: pytest.LogCaptureFix
             assert BOT_TOKEN not in json.dumps(obj.raw), resource
 
 
+def printer_columns(crd: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
+    """What `kubectl get` shows: evaluates the CRD's (simple) column JSONPaths on `obj`."""
+    shown: dict[str, Any] = {}
+    for column in crd["spec"]["versions"][0]["additionalPrinterColumns"]:
+        match = re.fullmatch(
+            r'\.status\.conditions\[\?\(@\.type=="(\w+)"\)\]\.(\w+)', column["jsonPath"]
+        )
+        if match:
+            shown[column["name"]] = condition(obj, match[1]).get(match[2])
+            continue
+        value: Any = obj
+        for part in column["jsonPath"].strip(".").split("."):
+            value = (value or {}).get(part)
+        shown[column["name"]] = value
+    return shown
+
+
 def owned_by(obj: dict[str, Any], bot: dict[str, Any]) -> bool:
     refs = obj["metadata"].get("ownerReferences") or []
     return any(r["uid"] == bot["metadata"]["uid"] and r.get("controller") for r in refs)
 
 
 async def test_create_builds_children_after_migration(
+    crd: dict[str, Any],
     cluster: Cluster,
     bot_api: FakeBotApi,
     emulator: StampingEmulator,
-    namespace: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -166,7 +185,7 @@ async def test_create_builds_children_after_migration(
 
     # The generated password really opens the project's own database.
     url = base64.b64decode(secret["data"]["DATABASE_URL"]).decode()
-    target = DatabaseTarget.for_bot(namespace, name)
+    target = DatabaseTarget.for_bot(cluster.ns, name)
     assert url.endswith(f"@127.0.0.1:5432/{target.database}")
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     assert await conn.fetchval("SELECT current_database()") == target.database
@@ -175,7 +194,13 @@ async def test_create_builds_children_after_migration(
     # The timer reported Telegram's view of the webhook.
     bot = await wait_condition(cluster, name, "WebhookHealthy", "DeliveryFailing")
     assert bot["status"]["webhook"]["pendingUpdateCount"] == 7
-    assert "502 Bad Gateway" in bot["status"]["webhook"]["lastErrorMessage"]
+    columns = printer_columns(crd, bot)
+    assert columns["Ready"] == "False"
+    assert columns["Phase"] == "Deploying"
+    assert columns["Webhook"] == "DeliveryFailing"
+    assert columns["Pending"] == 7
+    assert columns["Last-Error"] == "Wrong response from the webhook: 502 Bad Gateway"
+    assert columns["Age"] == bot["metadata"]["creationTimestamp"]
     assert ("getWebhookInfo" in bot_api.methods()) and all(t == BOT_TOKEN for t, _ in bot_api.calls)
     assert_token_hidden(emulator, caplog)
 
@@ -328,3 +353,24 @@ async def test_restart_resumes_and_repairs_drift(
     # The schema was migrated for this image already: no second migration Job.
     jobs = [key for key in emulator.objects if key[0].plural == "jobs" and key[1] == cluster.ns]
     assert len(jobs) == 1
+
+
+async def test_failed_migration_keeps_the_old_deployment_and_says_why(
+    cluster: Cluster, bot_api: FakeBotApi
+) -> None:
+    name = "broken"
+    await create_token_secret(cluster, name)
+    await cluster.create(BOTS, "telegrambots", bot_manifest(name))
+    job = children.job_name(name, IMAGE_1)
+    await eventually(lambda: cluster.get("batch/v1", "jobs", job), what=f"Job {job}")
+    failed = {"failed": 4, "conditions": [{"type": "Failed", "status": "True"}]}
+    await cluster.patch("batch/v1", "jobs", job, {"status": failed})
+
+    bot = await wait_condition(cluster, name, "Migrated", "MigrationFailed", phase="Failed")
+    assert job in condition(bot, "Migrated")["message"]
+    assert await cluster.get("apps/v1", "deployments", name) is None
+
+    async def warned() -> list[dict[str, Any]]:
+        return [e for e in await cluster.events() if e.get("reason") == "MigrationFailed"]
+
+    await eventually(warned, what="a MigrationFailed Event")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -256,3 +257,34 @@ async def test_health_check_refreshes_readiness_from_the_deployment(
     by_type = {c.type: c for c in report.conditions}
     assert by_type["Ready"].status is True
     assert by_type["WebhookHealthy"].reason == "PollingMode"
+
+
+async def test_unreachable_database_blocks_with_a_reason(
+    clients: reconcile.Clients, cluster: Cluster, pg_cleanup: None
+) -> None:
+    await add_token(cluster)
+    bot = await make_bot(cluster, "nodb")
+    config = dataclasses.replace(
+        clients.config, shared_postgres_admin_url="postgresql://postgres@127.0.0.1:9/postgres"
+    )
+    with pytest.raises(reconcile.Blocked) as caught:
+        await reconcile.reconcile(
+            dataclasses.replace(clients, config=config), bot, bot.spec, bot.status, 2
+        )
+    assert caught.value.reason == "DatabaseUnavailable"
+    assert caught.value.retry_after == reconcile.backoff(2)
+    assert "postgres@" not in caught.value.message  # no admin URL in status
+
+
+async def test_kube_client_create_or_patch(clients: reconcile.Clients, cluster: Cluster) -> None:
+    service = children.render_service("svc")
+    service["metadata"]["namespace"] = cluster.ns
+    await clients.kube.apply(service)
+    service["metadata"]["labels"]["extra"] = "yes"
+    await clients.kube.apply(service)  # exists: merge-patched, not a conflict
+    stored = await cluster.get("v1", "services", "svc")
+    assert stored is not None and stored["metadata"]["labels"]["extra"] == "yes"
+    path = f"/api/v1/namespaces/{cluster.ns}/services/svc"
+    assert await clients.kube.delete(path) is True
+    assert await clients.kube.delete(path) is False
+    assert await clients.kube.get(path) is None
