@@ -1,0 +1,295 @@
+"""Children of a TelegramBot rendered as plain manifests: pure functions, no I/O.
+
+The handlers adopt each manifest (`kopf.adopt`) before sending it, so owner references, namespace
+and the owner's labels are added there, not here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+PORT = 8080
+UID = 10001
+MANAGED_ENV = frozenset(
+    {"BOT_TOKEN", "DATABASE_URL", "WEBHOOK_URL", "WEBHOOK_PATH", "WEBHOOK_SECRET", "PROJECT_NAME"}
+)
+HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+DEFAULT_RESOURCES = {
+    "requests": {"cpu": "50m", "memory": "128Mi"},
+    "limits": {"memory": "256Mi"},
+}
+JOB_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+
+
+def generated_secret_name(name: str) -> str:
+    return f"{name}-generated"
+
+
+def image_hash(image: str) -> str:
+    return hashlib.sha256(image.encode()).hexdigest()[:10]
+
+
+def job_name(name: str, image: str) -> str:
+    # One Job per image: a new image gets a new Job, so the migration re-runs.
+    return f"{name[:40]}-migrate-{image_hash(image)}"
+
+
+def webhook_host(spec: Mapping[str, Any]) -> str:
+    return str((spec.get("webhook") or {}).get("host") or "")
+
+
+def webhook_path(spec: Mapping[str, Any]) -> str:
+    return str((spec.get("webhook") or {}).get("path") or "/webhook")
+
+
+def database_mode(spec: Mapping[str, Any]) -> str:
+    return str((spec.get("database") or {}).get("mode") or "Shared")
+
+
+def validate_spec(spec: Mapping[str, Any]) -> list[str]:
+    """Problems the API server's schema may not have caught (or did not see: no CEL on old k3s)."""
+    problems: list[str] = []
+    if not spec.get("image"):
+        problems.append("spec.image is required")
+    if not (spec.get("token") or {}).get("secretName"):
+        problems.append("spec.token.secretName is required")
+    host = webhook_host(spec)
+    if host and not HOST_RE.match(host):
+        problems.append(
+            f"spec.webhook.host {host!r} is not a DNS name "
+            "(no scheme, port or path; e.g. bot.example.com)"
+        )
+    if host and not PATH_RE.match(webhook_path(spec)):
+        problems.append(f"spec.webhook.path {webhook_path(spec)!r} must start with '/'")
+    if not host and int(spec.get("replicas", 1)) > 1:
+        problems.append(
+            "polling mode (no spec.webhook.host) allows exactly 1 replica: "
+            "Telegram serves getUpdates to one consumer"
+        )
+    database = spec.get("database") or {}
+    if database_mode(spec) == "External" and not (database.get("external") or {}).get("secretName"):
+        problems.append("spec.database.external.secretName is required when mode is External")
+    clashes = sorted({e.get("name") for e in spec.get("env") or []} & MANAGED_ENV)
+    if clashes:
+        problems.append(f"spec.env must not set operator-managed variables: {', '.join(clashes)}")
+    return problems
+
+
+def labels(name: str, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "hello-bot",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": "hello-bot-operator",
+    }
+
+
+def selector(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "hello-bot", "app.kubernetes.io/instance": name}
+
+
+def render_generated_secret(name: str, values: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": generated_secret_name(name), "labels": labels(name, "config")},
+        "type": "Opaque",
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in values.items()},
+    }
+
+
+def _secret_env(var: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _database_env(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    if database_mode(spec) == "External":
+        ref = spec["database"]["external"]
+        return _secret_env("DATABASE_URL", ref["secretName"], ref.get("key", "DATABASE_URL"))
+    return _secret_env("DATABASE_URL", generated_secret_name(name), "DATABASE_URL")
+
+
+def _redis_env(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    redis = spec.get("redis") or {}
+    if redis.get("secretName"):
+        return [_secret_env("REDIS_URL", redis["secretName"], redis.get("key", "REDIS_URL"))]
+    if redis.get("url"):
+        return [{"name": "REDIS_URL", "value": redis["url"]}]
+    return []
+
+
+def common_env(name: str, spec: Mapping[str, Any], telegram_api_url: str) -> list[dict[str, Any]]:
+    """Variables both the bot and its migration Job get."""
+    return [
+        _database_env(name, spec),
+        {"name": "PROJECT_NAME", "value": name},
+        {"name": "ENVIRONMENT", "value": "production"},
+        {"name": "TELEGRAM_API_URL", "value": telegram_api_url},
+        {"name": "LOG_FORMAT", "value": "json"},
+        *_redis_env(spec),
+    ]
+
+
+def bot_env(name: str, spec: Mapping[str, Any], telegram_api_url: str) -> list[dict[str, Any]]:
+    token = spec["token"]
+    env = [
+        _secret_env("BOT_TOKEN", token["secretName"], token.get("key", "BOT_TOKEN")),
+        *common_env(name, spec, telegram_api_url),
+        {"name": "HOST", "value": "0.0.0.0"},
+        {"name": "PORT", "value": str(PORT)},
+        {"name": "SHUTDOWN_GRACE_SECONDS", "value": "20"},
+    ]
+    if webhook_host(spec):
+        env += [
+            {"name": "WEBHOOK_URL", "value": f"https://{webhook_host(spec)}"},
+            {"name": "WEBHOOK_PATH", "value": webhook_path(spec)},
+            _secret_env("WEBHOOK_SECRET", generated_secret_name(name), "WEBHOOK_SECRET"),
+        ]
+    return env + list(spec.get("env") or [])
+
+
+def _pod_spec(container: dict[str, Any]) -> dict[str, Any]:
+    """Pod Security Standard `restricted`, with a writable /tmp on a read-only root."""
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108 (an emptyDir)
+    return {
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": UID,
+            "runAsGroup": UID,
+            "fsGroup": UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+    }
+
+
+def render_job(name: str, spec: Mapping[str, Any], telegram_api_url: str) -> dict[str, Any]:
+    image = spec["image"]
+    container = {
+        "name": "migrate",
+        "image": image,
+        "imagePullPolicy": spec.get("imagePullPolicy", "IfNotPresent"),
+        "args": ["migrate"],
+        "env": common_env(name, spec, telegram_api_url) + list(spec.get("env") or []),
+        "resources": JOB_RESOURCES,
+    }
+    pod = _pod_spec(container) | {"restartPolicy": "Never"}
+    job_labels = labels(name, "migration") | {"hello-bot.dev/image-hash": image_hash(image)}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(name, image), "labels": job_labels},
+        "spec": {
+            "backoffLimit": 3,
+            "activeDeadlineSeconds": 600,
+            "ttlSecondsAfterFinished": 3600,
+            "template": {"metadata": {"labels": job_labels}, "spec": pod},
+        },
+    }
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 3,
+    }
+
+
+def render_deployment(
+    name: str, spec: Mapping[str, Any], image: str, telegram_api_url: str
+) -> dict[str, Any]:
+    """The bot Deployment running `image` (the last image whose migration succeeded)."""
+    webhook = bool(webhook_host(spec))
+    container = {
+        "name": "bot",
+        "image": image,
+        "imagePullPolicy": spec.get("imagePullPolicy", "IfNotPresent"),
+        "args": ["serve" if webhook else "poll"],
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "env": bot_env(name, spec, telegram_api_url),
+        "resources": spec.get("resources") or DEFAULT_RESOURCES,
+        "startupProbe": _probe("/healthz", 2, 30),
+        "livenessProbe": _probe("/healthz", 10, 3),
+        "readinessProbe": _probe("/readyz", 5, 3),
+    }
+    pod = _pod_spec(container) | {"terminationGracePeriodSeconds": 30}
+    bot_labels = labels(name, "bot")
+    # Polling allows one getUpdates consumer, so the old pod must stop before the new one starts.
+    strategy = {"type": "RollingUpdate"} if webhook else {"type": "Recreate"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": bot_labels},
+        "spec": {
+            "replicas": int(spec.get("replicas", 1)),
+            "strategy": strategy,
+            "selector": {"matchLabels": selector(name)},
+            "template": {"metadata": {"labels": bot_labels}, "spec": pod},
+        },
+    }
+
+
+def render_service(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels(name, "bot")},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(name),
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def render_ingress(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the webhook path is exposed; /healthz, /readyz and /metrics stay inside."""
+    webhook = spec["webhook"]
+    host = webhook_host(spec)
+    ingress_spec: dict[str, Any] = {
+        "rules": [
+            {
+                "host": host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": webhook_path(spec),
+                            "pathType": "Exact",
+                            "backend": {"service": {"name": name, "port": {"name": "http"}}},
+                        }
+                    ]
+                },
+            }
+        ]
+    }
+    if webhook.get("ingressClassName"):
+        ingress_spec["ingressClassName"] = webhook["ingressClassName"]
+    if webhook.get("tlsSecretName"):
+        ingress_spec["tls"] = [{"hosts": [host], "secretName": webhook["tlsSecretName"]}]
+    metadata: dict[str, Any] = {"name": name, "labels": labels(name, "bot")}
+    if webhook.get("annotations"):
+        metadata["annotations"] = dict(webhook["annotations"])
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": metadata,
+        "spec": ingress_spec,
+    }

@@ -1,0 +1,226 @@
+"""kopf handlers: one small function per cause; the work lives in `reconcile` and `health`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+import asyncpg
+import kopf
+
+from hello_operator import children, conditions, database, health
+from hello_operator.kube import ApiError, KubeClient
+from hello_operator.reconcile import (
+    Blocked,
+    Clients,
+    Waiting,
+    backoff,
+    read_token,
+    reconcile,
+    write_conditions,
+)
+from hello_operator.settings import GROUP, PLURAL, VERSION, WEBHOOK_CHECK_SECONDS, OperatorConfig
+from hello_operator.telegram import TelegramClient, TelegramError
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+TRANSIENT = (ApiError, aiohttp.ClientError, asyncpg.PostgresError, OSError, TimeoutError)
+
+
+def _connection(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+    """Service account in a pod, else KUBECONFIG; decided at startup, not at import."""
+    return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
+        settings=settings
+    )
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+    """kopf and our own client log in the same way (kopf's defaults are chosen at import)."""
+    return _connection(settings)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Tune kopf, log in the way kopf does, and put the shared clients into `memo`."""
+    # Events only where a human must act (explicit, below); kopf would otherwise turn every
+    # "migration still running" retry into a Warning Event.
+    settings.posting.level = logging.CRITICAL
+    settings.persistence.finalizer = f"{GROUP}/operator"
+    settings.watching.server_timeout = 300
+    info = _connection(settings)
+    if info is None:
+        msg = "no Kubernetes credentials: neither a service account nor a kubeconfig"
+        raise RuntimeError(msg)
+    config = OperatorConfig.from_env()
+    timeout = aiohttp.ClientTimeout(total=config.telegram_timeout_seconds)
+    memo.clients = Clients(
+        kube=KubeClient.from_connection(info),
+        telegram=TelegramClient(
+            session=aiohttp.ClientSession(timeout=timeout), api_url=config.telegram_api_url
+        ),
+        config=config,
+    )
+
+
+@kopf.on.cleanup()
+async def close_clients(memo: kopf.Memo, **_: Any) -> None:
+    clients: Clients = memo.clients
+    await clients.kube.close()
+    await clients.telegram.close()
+
+
+async def _report(clients: Clients, body: kopf.Body, *updates: conditions.Condition) -> None:
+    """Write conditions at once, the way `write_conditions` explains; the rest goes via kopf."""
+    generation = body.meta.get("generation")
+    await write_conditions(
+        clients, body.meta["namespace"], body.meta["name"], updates, generation=generation
+    )
+
+
+async def _outcome(
+    clients: Clients, body: kopf.Body, status: kopf.Status, retry: int
+) -> tuple[dict[str, Any], list[conditions.Condition], Exception | None]:
+    """Run the reconciliation; return the status fields, conditions and the error to raise."""
+    try:
+        outcome = await reconcile(clients, body, body.spec, status, retry)
+    except Waiting as waiting:
+        cond = conditions.Condition(conditions.MIGRATED, False, waiting.reason, waiting.message)
+        return (
+            {"phase": "Migrating"},
+            [cond],
+            kopf.TemporaryError(waiting.message, delay=waiting.delay),
+        )
+    except Blocked as blocked:
+        cond = conditions.Condition(blocked.condition, False, blocked.reason, blocked.message)
+        kopf.event(body, type="Warning", reason=blocked.reason, message=blocked.message)
+        text = f"{blocked.reason}: {blocked.message}"
+        if blocked.retry_after is None:
+            return {"phase": "Failed"}, [cond], kopf.PermanentError(text)
+        return {"phase": "Blocked"}, [cond], kopf.TemporaryError(text, delay=blocked.retry_after)
+    except TRANSIENT as exc:
+        error = kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=backoff(retry))
+        return {}, [], error
+    migrated = conditions.Condition(
+        conditions.MIGRATED,
+        True,
+        "MigrationSucceeded",
+        f"schema migrated for {outcome.migrated_image}",
+    )
+    fields = {
+        "migratedImage": outcome.migrated_image,
+        "phase": "Running" if outcome.ready.status else "Deploying",
+    }
+    return fields, [migrated, outcome.ready], None
+
+
+async def _reconcile(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, retry: int
+) -> None:
+    """Shared by create, update and resume; turns outcomes into status, Events and retries."""
+    clients: Clients = memo.clients
+    fields, updates, error = await _outcome(clients, body, status, retry)
+    if updates:
+        try:
+            await _report(clients, body, *updates)
+        except TRANSIENT as exc:
+            error = error or kopf.TemporaryError(f"status: {exc}", delay=backoff(retry))
+        for key, value in fields.items():
+            patch.status[key] = value
+        patch.status["observedGeneration"] = body.meta.get("generation")
+    if error is not None:
+        raise error
+
+
+@kopf.on.create(*RESOURCE)
+async def create_bot(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
+) -> None:
+    await _reconcile(body, status, patch, memo, retry)
+
+
+@kopf.on.update(*RESOURCE, field="spec")
+async def update_bot(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
+) -> None:
+    """Any spec change: children are patched; a new image re-runs the migration Job first."""
+    await _reconcile(body, status, patch, memo, retry)
+
+
+@kopf.on.resume(*RESOURCE)
+async def resume_bot(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
+) -> None:
+    """After an operator restart: converge whatever changed while nobody watched."""
+    await _reconcile(body, status, patch, memo, retry)
+
+
+@kopf.on.delete(*RESOURCE)
+async def delete_bot(
+    body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, logger: kopf.Logger, retry: int, **_: Any
+) -> None:
+    """Remove the webhook, then drop the data only if `deletionPolicy: Delete`.
+
+    Children go with the owner through garbage collection (owner references).
+    """
+    clients: Clients = memo.clients
+    name, namespace = body.meta["name"], body.meta["namespace"]
+    if children.webhook_host(spec):
+        await _delete_webhook(clients, namespace, spec, logger, retry)
+    if spec.get("deletionPolicy", "Retain") != "Delete":
+        logger.info("deletionPolicy is Retain: the database is kept")
+        return
+    if children.database_mode(spec) != "Shared":
+        logger.warning("deletionPolicy Delete does not drop an External database; kept")
+        return
+    if not clients.config.shared_postgres_admin_url:
+        logger.warning("no SHARED_POSTGRES_ADMIN_URL: cannot drop the database; kept")
+        return
+    target = database.DatabaseTarget.for_bot(namespace, name)
+    try:
+        await database.drop_database(clients.config.shared_postgres_admin_url, target)
+    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        raise kopf.TemporaryError(
+            f"dropping {target.database}: {exc}", delay=backoff(retry)
+        ) from exc
+    logger.info("dropped database and role %s", target.database)
+
+
+async def _delete_webhook(
+    clients: Clients, namespace: str, spec: kopf.Spec, logger: kopf.Logger, retry: int
+) -> None:
+    token = await read_token(clients.kube, namespace, spec)
+    if token is None:
+        logger.warning("token Secret is gone: cannot call deleteWebhook")
+        return
+    try:
+        await clients.telegram.delete_webhook(token)
+    except TelegramError as exc:
+        if retry < 3:
+            raise kopf.TemporaryError(str(exc), delay=backoff(retry)) from None
+        # Do not block the deletion forever on an unreachable Bot API.
+        logger.warning("giving up on deleteWebhook: %s", exc)
+
+
+@kopf.timer(*RESOURCE, interval=WEBHOOK_CHECK_SECONDS, id="check_webhook")
+async def check_webhook(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Ask Telegram how webhook delivery goes, and refresh readiness from the Deployment."""
+    clients: Clients = memo.clients
+    try:
+        report = await health.check(
+            clients, body.meta["namespace"], body.meta["name"], spec, status
+        )
+        await _report(clients, body, *report.conditions)
+    except TRANSIENT as exc:
+        raise kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=30) from exc
+    if report.webhook is not None:
+        patch.status["webhook"] = report.webhook
+    if report.phase:
+        patch.status["phase"] = report.phase

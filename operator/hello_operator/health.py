@@ -1,0 +1,95 @@
+"""What the webhook timer reports: Telegram's view of delivery, and the Deployment's readiness."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hello_operator import children, conditions
+from hello_operator.kube import object_path
+from hello_operator.reconcile import Clients, read_token, ready_condition
+from hello_operator.telegram import TelegramError, WebhookInfo
+
+# Telegram keeps the last delivery error after delivery recovers; older errors are history.
+ERROR_WINDOW_SECONDS = 900
+# Ready reasons that mean "deployed, now it is only a matter of pods"; others come from reconcile.
+DEPLOYED_REASONS = frozenset({"DeploymentAvailable", "DeploymentNotReady"})
+
+
+@dataclass
+class HealthReport:
+    webhook: dict[str, Any] | None = None
+    conditions: list[conditions.Condition] = field(default_factory=list)
+    phase: str | None = None
+
+
+def webhook_condition(
+    spec: Mapping[str, Any], info: WebhookInfo, now: float
+) -> conditions.Condition:
+    host = children.webhook_host(spec)
+    pending = f"{info.pending_update_count} updates pending"
+    kind = conditions.WEBHOOK_HEALTHY
+    if not host:
+        if info.url:
+            msg = f"a webhook ({info.url}) is set, so polling receives nothing"
+            return conditions.Condition(kind, False, "WebhookSetWhilePolling", msg)
+        return conditions.Condition(kind, True, "PollingMode", pending)
+    expected = f"https://{host}{children.webhook_path(spec)}"
+    if info.url != expected:
+        msg = f"Telegram delivers to {info.url or 'no webhook'}, expected {expected}"
+        return conditions.Condition(kind, False, "WebhookNotSet", msg)
+    if info.last_error_message and now - info.last_error_date < ERROR_WINDOW_SECONDS:
+        msg = f"{info.last_error_message} ({pending})"
+        return conditions.Condition(kind, False, "DeliveryFailing", msg)
+    return conditions.Condition(kind, True, "WebhookOK", pending)
+
+
+def webhook_status(info: WebhookInfo) -> dict[str, Any]:
+    error_date = (
+        datetime.datetime.fromtimestamp(info.last_error_date, tz=datetime.UTC).isoformat()
+        if info.last_error_date
+        else None
+    )
+    return {
+        "url": info.url,
+        "pendingUpdateCount": info.pending_update_count,
+        "lastErrorMessage": info.last_error_message or None,
+        "lastErrorDate": error_date,
+        "checkedAt": conditions.now_iso(),
+    }
+
+
+async def check(
+    clients: Clients, namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> HealthReport:
+    report = HealthReport()
+    token = await read_token(clients.kube, namespace, spec)
+    if token is None:
+        msg = "the token Secret or key is missing"
+        report.conditions.append(
+            conditions.Condition(conditions.WEBHOOK_HEALTHY, None, "TokenSecretNotFound", msg)
+        )
+    else:
+        try:
+            info = await clients.telegram.get_webhook_info(token)
+        except TelegramError as exc:
+            report.conditions.append(
+                conditions.Condition(
+                    conditions.WEBHOOK_HEALTHY, None, "BotApiUnreachable", str(exc)
+                )
+            )
+        else:
+            report.webhook = webhook_status(info)
+            report.conditions.append(webhook_condition(spec, info, time.time()))
+
+    current = conditions.find(status.get("conditions"), conditions.READY)
+    if current is not None and current.get("reason") in DEPLOYED_REASONS:
+        deployment = await clients.kube.get(object_path("apps/v1", "Deployment", namespace, name))
+        ready = ready_condition(deployment)
+        report.conditions.append(ready)
+        if status.get("phase") in {"Running", "Deploying"}:
+            report.phase = "Running" if ready.status else "Deploying"
+    return report

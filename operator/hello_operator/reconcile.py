@@ -1,0 +1,267 @@
+"""One TelegramBot brought to its desired state, step by step; every step is safe to repeat.
+
+Steps either finish, raise `Waiting` (normal progress, retry soon) or `Blocked` (someone must fix
+something: reported as a False condition plus a Kubernetes Event). The handlers translate both
+into kopf's exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import kopf
+
+from hello_operator import children, conditions, database
+from hello_operator.kube import KubeClient, object_path
+from hello_operator.settings import GROUP, VERSION, OperatorConfig
+from hello_operator.telegram import TelegramClient
+
+
+@dataclass(frozen=True)
+class Clients:
+    """Shared for the operator's lifetime; lives in kopf's `memo`."""
+
+    kube: KubeClient
+    telegram: TelegramClient
+    config: OperatorConfig
+    # Serialises read-merge-write of status.conditions (see write_conditions).
+    status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+async def write_conditions(
+    clients: Clients,
+    namespace: str,
+    name: str,
+    updates: Iterable[conditions.Condition],
+    *,
+    generation: int | None,
+) -> None:
+    """Merge `updates` into the stored conditions and write the list back at once.
+
+    The change handlers and the webhook timer both write this list, concurrently, and a merge
+    patch replaces a list whole. Through kopf's `patch.status`, each would merge onto the body it
+    was given and the later write would drop the other's conditions (a lost `InvalidSpec` is
+    never written again: that handler does not retry). So the list is read and written here,
+    under one lock, by the operator's single replica. Scalar status fields still go via kopf.
+    """
+    path = object_path(f"{GROUP}/{VERSION}", "TelegramBot", namespace, name)
+    async with clients.status_lock:
+        current = await clients.kube.get(path)
+        if current is None:
+            return
+        stored = (current.get("status") or {}).get("conditions")
+        merged = conditions.merge_conditions(stored, updates, generation=generation)
+        await clients.kube.patch(f"{path}/status", {"status": {"conditions": merged}})
+
+
+class Blocked(Exception):
+    """Progress needs a fix from outside: a bad spec, a missing Secret, a failed migration."""
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        retry_after: float | None,
+        condition: str = conditions.READY,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after  # None: only a spec change can help
+        self.condition = condition
+
+
+class Waiting(Exception):
+    """Normal progress that takes time (the migration Job runs); look again after `delay`."""
+
+    def __init__(self, reason: str, message: str, *, delay: float) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.delay = delay
+
+
+@dataclass(frozen=True)
+class Outcome:
+    migrated_image: str
+    ready: conditions.Condition
+
+
+def adopt(manifest: dict[str, Any], owner: kopf.Body) -> dict[str, Any]:
+    nested = "spec.template" if manifest["kind"] in {"Deployment", "Job"} else None
+    kopf.adopt(manifest, owner=owner, nested=nested)
+    return manifest
+
+
+async def read_token(kube: KubeClient, namespace: str, spec: Mapping[str, Any]) -> str | None:
+    token = spec.get("token") or {}
+    data = await kube.read_secret(namespace, token.get("secretName", ""))
+    return (data or {}).get(token.get("key", "BOT_TOKEN")) or None
+
+
+async def require_secret_key(
+    kube: KubeClient,
+    namespace: str,
+    ref: Mapping[str, Any],
+    default_key: str,
+    reason: str,
+    *,
+    retry_after: float,
+) -> None:
+    name, key = ref.get("secretName", ""), ref.get("key", default_key)
+    data = await kube.read_secret(namespace, name)
+    if data is None:
+        raise Blocked(reason, f"Secret {namespace}/{name} not found", retry_after=retry_after)
+    if not data.get(key):
+        raise Blocked(
+            reason, f"Secret {namespace}/{name} has no key {key!r}", retry_after=retry_after
+        )
+
+
+async def check_references(clients: Clients, namespace: str, spec: Mapping[str, Any]) -> None:
+    retry = clients.config.blocked_retry_seconds
+    kube = clients.kube
+    await require_secret_key(
+        kube, namespace, spec["token"], "BOT_TOKEN", "TokenSecretNotFound", retry_after=retry
+    )
+    if children.database_mode(spec) == "External":
+        ref = spec["database"]["external"]
+        await require_secret_key(
+            kube, namespace, ref, "DATABASE_URL", "DatabaseSecretNotFound", retry_after=retry
+        )
+    elif not clients.config.shared_postgres_admin_url:
+        raise Blocked(
+            "SharedDatabaseNotConfigured",
+            "database.mode is Shared but the operator has no SHARED_POSTGRES_ADMIN_URL",
+            retry_after=retry,
+        )
+    redis = spec.get("redis") or {}
+    if redis.get("secretName"):
+        await require_secret_key(
+            kube, namespace, redis, "REDIS_URL", "RedisSecretNotFound", retry_after=retry
+        )
+
+
+async def ensure_generated_secret(
+    clients: Clients, owner: kopf.Body, spec: Mapping[str, Any]
+) -> dict[str, str]:
+    """Webhook secret and database password are generated once and then kept in a Secret."""
+    name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+    existing = await clients.kube.read_secret(namespace, children.generated_secret_name(name)) or {}
+    values = dict(existing)
+    values.setdefault("WEBHOOK_SECRET", secrets.token_urlsafe(32))
+    if children.database_mode(spec) == "Shared":
+        values.setdefault("DATABASE_PASSWORD", secrets.token_urlsafe(24))
+        values["DATABASE_URL"] = database.DatabaseTarget.for_bot(namespace, name).url(
+            password=values["DATABASE_PASSWORD"],
+            host=clients.config.shared_postgres_host,
+            port=clients.config.shared_postgres_port,
+        )
+    if values != existing:
+        await clients.kube.apply(adopt(children.render_generated_secret(name, values), owner))
+    return values
+
+
+async def provision_database(
+    clients: Clients, namespace: str, name: str, password: str, retry: int
+) -> None:
+    target = database.DatabaseTarget.for_bot(namespace, name)
+    try:
+        await database.ensure_database(clients.config.shared_postgres_admin_url, target, password)
+    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        raise Blocked(
+            "DatabaseUnavailable",
+            f"shared PostgreSQL: {type(exc).__name__}: {exc}",
+            retry_after=backoff(retry),
+        ) from exc
+
+
+def backoff(retry: int) -> float:
+    return float(min(300, 5 * 2 ** min(retry, 6)))
+
+
+def job_state(job: Mapping[str, Any]) -> str:
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in {"Complete", "Failed"}:
+            return "succeeded" if cond["type"] == "Complete" else "failed"
+    return "succeeded" if status.get("succeeded") else "running"
+
+
+def ready_condition(deployment: Mapping[str, Any] | None) -> conditions.Condition:
+    if deployment is None:
+        return conditions.Condition(
+            conditions.READY, False, "DeploymentMissing", "no Deployment yet"
+        )
+    want = int((deployment.get("spec") or {}).get("replicas", 1))
+    ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
+    message = f"{ready}/{want} replicas ready"
+    if ready >= want:
+        return conditions.Condition(conditions.READY, True, "DeploymentAvailable", message)
+    return conditions.Condition(conditions.READY, False, "DeploymentNotReady", message)
+
+
+async def migrate(clients: Clients, owner: kopf.Body, spec: Mapping[str, Any]) -> None:
+    """Run (or look at) the migration Job of `spec.image`; return only once it succeeded."""
+    name = owner["metadata"]["name"]
+    manifest = children.render_job(name, spec, clients.config.telegram_api_url)
+    job = await clients.kube.ensure(adopt(manifest, owner))
+    state = job_state(job)
+    job_ref = f"Job {manifest['metadata']['name']}"
+    if state == "failed":
+        raise Blocked(
+            "MigrationFailed",
+            f"{job_ref} failed for image {spec['image']}; fix it and set a new spec.image",
+            retry_after=None,
+            condition=conditions.MIGRATED,
+        )
+    if state != "succeeded":
+        raise Waiting(
+            "MigrationRunning",
+            f"{job_ref} is migrating the database for image {spec['image']}",
+            delay=clients.config.migration_poll_seconds,
+        )
+
+
+async def reconcile(
+    clients: Clients,
+    owner: kopf.Body,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    retry: int,
+) -> Outcome:
+    name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+    problems = children.validate_spec(spec)
+    if problems:
+        raise Blocked("InvalidSpec", "; ".join(problems), retry_after=None)
+    await check_references(clients, namespace, spec)
+    values = await ensure_generated_secret(clients, owner, spec)
+    if children.database_mode(spec) == "Shared":
+        await provision_database(clients, namespace, name, values["DATABASE_PASSWORD"], retry)
+
+    kube, api_url = clients.kube, clients.config.telegram_api_url
+    await kube.apply(adopt(children.render_service(name), owner))
+    if children.webhook_host(spec):
+        await kube.apply(adopt(children.render_ingress(name, spec), owner))
+    else:
+        await kube.delete(object_path("networking.k8s.io/v1", "Ingress", namespace, name))
+
+    migrated = str(status.get("migratedImage") or "")
+    if migrated != spec["image"]:
+        if migrated:
+            # Other spec changes roll out now; the image only after its migration succeeded.
+            await kube.apply(
+                adopt(children.render_deployment(name, spec, migrated, api_url), owner)
+            )
+        await migrate(clients, owner, spec)
+        migrated = spec["image"]
+    deployment = await kube.apply(
+        adopt(children.render_deployment(name, spec, migrated, api_url), owner)
+    )
+    return Outcome(migrated_image=migrated, ready=ready_condition(deployment))

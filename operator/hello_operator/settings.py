@@ -1,0 +1,60 @@
+"""Operator configuration, read from the environment once, in the startup handler."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+GROUP = "hello-bot.dev"
+VERSION = "v1alpha1"
+PLURAL = "telegrambots"
+
+# The timer's period is fixed at import (kopf needs it in the decorator); everything else is
+# configurable at startup.
+WEBHOOK_CHECK_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """What the operator needs to know about its surroundings."""
+
+    telegram_api_url: str = "https://api.telegram.org"
+    # libpq-style URL of a role with CREATEDB and CREATEROLE on the shared PostgreSQL;
+    # empty disables `database.mode: Shared`.
+    shared_postgres_admin_url: str = ""
+    # Host and port of the shared PostgreSQL as the bot pods reach it (default: the admin URL's).
+    shared_postgres_host: str = ""
+    shared_postgres_port: int = 5432
+    # How long to wait before looking at a running migration Job again.
+    migration_poll_seconds: float = 10.0
+    # How long to wait before retrying a resource blocked by a missing Secret or similar.
+    blocked_retry_seconds: float = 60.0
+    # The Bot API call timeout.
+    telegram_timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
+        env = os.environ if environ is None else environ
+        admin_url = env.get("SHARED_POSTGRES_ADMIN_URL", "")
+        parsed = urlsplit(admin_url) if admin_url else None
+        host = env.get("SHARED_POSTGRES_HOST") or (parsed.hostname if parsed else "") or ""
+        port = env.get("SHARED_POSTGRES_PORT") or (
+            str(parsed.port) if parsed and parsed.port else ""
+        )
+        return cls(
+            telegram_api_url=env.get("TELEGRAM_API_URL", cls.telegram_api_url).rstrip("/"),
+            shared_postgres_admin_url=admin_url,
+            shared_postgres_host=host,
+            shared_postgres_port=int(port or 5432),
+            migration_poll_seconds=float(
+                env.get("MIGRATION_POLL_SECONDS", cls.migration_poll_seconds)
+            ),
+            blocked_retry_seconds=float(
+                env.get("BLOCKED_RETRY_SECONDS", cls.blocked_retry_seconds)
+            ),
+            telegram_timeout_seconds=float(
+                env.get("TELEGRAM_TIMEOUT_SECONDS", cls.telegram_timeout_seconds)
+            ),
+        )

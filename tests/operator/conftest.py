@@ -1,0 +1,147 @@
+"""Fixtures for the operator: a stamping Kubernetes emulator, a fake Bot API, real PostgreSQL."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiohttp.test_utils
+import aiohttp.web
+import asyncpg
+import kmock
+import pytest
+import yaml
+from operator_support import (
+    PG_ADMIN_URL,
+    TELEGRAMBOTS,
+    Cluster,
+    FakeBotApi,
+    OperatorThread,
+    StampingEmulator,
+)
+
+# `operator/` holds the package; it must not shadow stdlib `operator`, so only the folder's
+# *contents* become importable, and only for these tests.
+OPERATOR_DIR = Path(__file__).resolve().parents[2] / "operator"
+if str(OPERATOR_DIR) not in sys.path:
+    sys.path.insert(0, str(OPERATOR_DIR))
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[StampingEmulator]:
+    async with StampingEmulator() as k8s, kmock.Server(k8s):
+        k8s.resources[TELEGRAMBOTS] = kmock.ResourceInfo(
+            kind="TelegramBot",
+            singular="telegrambot",
+            namespaced=True,
+            subresources={"status"},
+            verbs={"get", "list", "watch", "create", "patch", "delete"},
+        )
+        # kopf waits for these in discovery before it starts any watch (a real server lists them).
+        k8s.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False)
+        k8s.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
+            kind="CustomResourceDefinition", namespaced=False, verbs={"list", "watch"}
+        )
+        for plural, kind in [
+            ("v1/events", "Event"),
+            ("v1/secrets", "Secret"),
+            ("v1/services", "Service"),
+            ("apps/v1/deployments", "Deployment"),
+            ("batch/v1/jobs", "Job"),
+            ("networking.k8s.io/v1/ingresses", "Ingress"),
+        ]:
+            k8s.resources[plural] = kmock.ResourceInfo(kind=kind, namespaced=True)
+        yield k8s
+
+
+@pytest.fixture
+async def bot_api() -> AsyncIterator[FakeBotApi]:
+    fake = FakeBotApi()
+    app = aiohttp.web.Application()
+    app.router.add_route("*", "/bot{token}/{method}", fake.handle)
+    server = aiohttp.test_utils.TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    fake.url = str(server.make_url("")).rstrip("/")
+    try:
+        yield fake
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace name unique to the test; it also makes the database names unique."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def pg_cleanup(namespace: str) -> AsyncIterator[None]:
+    """Drop whatever databases and roles this test's bots got (and only those)."""
+    yield
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        prefix = f"tgbot_{namespace}_%"
+        for (name,) in await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1", prefix
+        ):
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for (name,) in await conn.fetch(
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE $1", prefix
+        ):
+            await conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def kubeconfig(tmp_path: Path, emulator: StampingEmulator) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "emulator",
+        "clusters": [{"name": "emulator", "cluster": {"server": str(emulator.url).rstrip("/")}}],
+        "users": [{"name": "tester", "user": {}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}],
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+async def running_operator(
+    kubeconfig: Path,
+    bot_api: FakeBotApi,
+    pg_cleanup: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[OperatorThread]:
+    importlib.import_module("hello_operator")  # registers the handlers with kopf
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("TELEGRAM_API_URL", bot_api.url)
+    monkeypatch.setenv("SHARED_POSTGRES_ADMIN_URL", PG_ADMIN_URL)
+    monkeypatch.setenv("MIGRATION_POLL_SECONDS", "0.2")
+    monkeypatch.setenv("BLOCKED_RETRY_SECONDS", "0.5")
+    operator = OperatorThread()
+    await operator.start()
+    try:
+        yield operator
+    finally:
+        await operator.stop()
+
+
+@pytest.fixture
+async def cluster(emulator: StampingEmulator, namespace: str) -> AsyncIterator[Cluster]:
+    async with aiohttp.ClientSession(base_url=str(emulator.url)) as session:
+        yield Cluster(session, namespace)
+
+
+@pytest.fixture
+def crd() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "k8s" / "crd" / "telegrambots.yaml").read_text())

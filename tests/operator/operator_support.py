@@ -1,0 +1,195 @@
+"""Test doubles for the operator tests: a stamping Kubernetes emulator, a fake Bot API, helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import aiohttp.web
+import attrs
+import kmock
+import kopf
+import pytest
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+BOT_TOKEN = "123456:SECRET-test-token-never-log-me"
+TELEGRAMBOTS = "hello-bot.dev/v1alpha1/telegrambots"
+DEADLINE = 30.0
+
+
+@attrs.define(kw_only=True)
+class StampingEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus what kopf and owner references need from a real API server.
+
+    kmock 0.8 does not stamp uid, resourceVersion, generation, creationTimestamp or the namespace
+    from the URL, and ignores generateName (kopf names its Events that way); this subclass fills
+    those in before storing.
+    """
+
+    _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if request.resource is not None and isinstance(request.data, dict):
+            if request.action == kmock.action.CREATE:
+                self._stamp_create(request.data, request.namespace)
+            elif request.action == kmock.action.UPDATE and request.name is not None:
+                self._stamp_update(request)
+        return await super()._handle(request)
+
+    def _stamp_create(self, data: dict[str, Any], namespace: str | None) -> None:
+        meta = data.setdefault("metadata", {})
+        if namespace:
+            meta.setdefault("namespace", namespace)
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + secrets.token_hex(3)
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta["resourceVersion"] = str(next(self._versions))
+        meta["generation"] = 1
+        meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def _stamp_update(self, request: kmock.Request) -> None:
+        meta = request.data.setdefault("metadata", {}) if request.data is not None else {}
+        meta["resourceVersion"] = str(next(self._versions))
+        key = (request.resource, request.namespace, request.name)
+        if request.subresource is None and "spec" in request.data and key in self.objects:
+            current = self.objects[key]
+            if not current.deleted:
+                meta["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1
+
+
+@attrs.define
+class FakeBotApi:
+    """An in-test Bot API server on loopback that records every call."""
+
+    calls: list[tuple[str, str]] = attrs.field(factory=list)
+    webhook: dict[str, Any] = attrs.field(factory=lambda: {"url": "", "pending_update_count": 0})
+    url: str = ""
+
+    async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        token, method = request.match_info["token"], request.match_info["method"]
+        body = await request.json() if request.can_read_body else {}
+        self.calls.append((token, method))
+        if token != BOT_TOKEN:
+            return aiohttp.web.json_response(
+                {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
+            )
+        if method == "getWebhookInfo":
+            return aiohttp.web.json_response({"ok": True, "result": self.webhook})
+        if method == "deleteWebhook":
+            self.webhook = {"url": "", "pending_update_count": 0}
+        elif method == "setWebhook":
+            self.webhook = {"url": body["url"], "pending_update_count": 0}
+        return aiohttp.web.json_response({"ok": True, "result": True})
+
+    def methods(self) -> list[str]:
+        return [method for _, method in self.calls]
+
+
+class Cluster:
+    """Test-side API calls to the emulator (what kubectl and the controllers would do)."""
+
+    def __init__(self, session: aiohttp.ClientSession, namespace: str) -> None:
+        self.session = session
+        self.ns = namespace
+
+    def path(self, api: str, plural: str, name: str = "") -> str:
+        prefix = "/api/v1" if api == "v1" else f"/apis/{api}"
+        return f"{prefix}/namespaces/{self.ns}/{plural}" + (f"/{name}" if name else "")
+
+    async def get(self, api: str, plural: str, name: str) -> dict[str, Any] | None:
+        async with self.session.get(self.path(api, plural, name)) as response:
+            return await response.json() if response.status == 200 else None
+
+    async def create(self, api: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self.session.post(self.path(api, plural), json=body) as response:
+            assert response.status in {200, 201}, await response.text()
+            return await response.json()
+
+    async def patch(self, api: str, plural: str, name: str, body: dict[str, Any]) -> None:
+        headers = {"Content-Type": "application/merge-patch+json"}
+        async with self.session.patch(
+            self.path(api, plural, name), json=body, headers=headers
+        ) as response:
+            assert response.status == 200, await response.text()
+
+    async def delete(self, api: str, plural: str, name: str) -> None:
+        async with self.session.delete(self.path(api, plural, name)) as response:
+            assert response.status == 200, await response.text()
+
+    async def bot(self, name: str) -> dict[str, Any] | None:
+        return await self.get("hello-bot.dev/v1alpha1", "telegrambots", name)
+
+    async def events(self) -> list[dict[str, Any]]:
+        async with self.session.get(self.path("v1", "events")) as response:
+            return (await response.json())["items"]
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], *, what: str, deadline: float = DEADLINE
+) -> Any:
+    """Poll `probe` until it returns something truthy; fail after `deadline` seconds."""
+    loop = asyncio.get_running_loop()
+    stop_at = loop.time() + deadline
+    last: Any = None
+    while loop.time() < stop_at:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}; last: {last!r}")
+
+
+def condition(bot: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for cond in ((bot or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return cond
+    return {}
+
+
+class OperatorThread:
+    """The real kopf event loop against the emulator, in a thread with its own asyncio loop.
+
+    A thread, because at exit kopf cancels every task its loop gained since it started, which in
+    the test's own loop would include pytest-asyncio's fixture finalizers.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors: list[BaseException] = []
+
+    def _run(self, ready: threading.Event) -> None:
+        try:
+            asyncio.run(
+                kopf.operator(
+                    clusterwide=True,
+                    standalone=True,
+                    settings=kopf.OperatorSettings(),
+                    stop_flag=self._stop,
+                    ready_flag=ready,
+                    memo=kopf.Memo(),
+                )
+            )
+        except BaseException as exc:  # surfaced by stop()
+            self.errors.append(exc)
+
+    async def start(self) -> None:
+        ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self._thread.start()
+        assert await asyncio.to_thread(ready.wait, DEADLINE), "the operator did not get ready"
+
+    async def stop(self) -> None:
+        assert self._thread is not None
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join, DEADLINE)
+        assert not self._thread.is_alive(), "the operator did not stop"
+        assert not self.errors, self.errors
