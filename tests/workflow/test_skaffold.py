@@ -333,3 +333,4 @@ def test_the_watchfiles_command_restarts_the_bot_when_a_python_file_changes(
         process.terminate()
         process.wait(timeout=30)
         reader.join(timeout=5)
+        process.stdout.close()
