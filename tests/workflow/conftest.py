@@ -22,7 +22,7 @@ def chart() -> Iterator[helm.Chart]:
 
 @pytest.fixture(scope="session")
 def render(chart: helm.Chart) -> Render:
-    """render(values) -> objects of a first install of release `hello-bot` (as skaffold names it)."""
+    """render(values) -> objects of a first install of release `hello-bot` (skaffold's name)."""
 
     def _render(values: dict[str, Any]) -> list[dict[str, Any]]:
         rendered = chart.render(

@@ -85,8 +85,9 @@ def test_the_binding_gives_the_role_to_the_deployer_only() -> None:
         {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
     ]
     assert token["type"] == "kubernetes.io/service-account-token"
-    assert token["metadata"]["annotations"]["kubernetes.io/service-account.name"] == (
-        account["metadata"]["name"]
+    assert (
+        token["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+        == (account["metadata"]["name"])
     )
 
 

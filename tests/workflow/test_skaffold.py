@@ -310,15 +310,15 @@ def test_the_watchfiles_command_restarts_the_bot_when_a_python_file_changes(
     watched.mkdir()
     (watched / "handler.py").write_text("VERSION = 1\n")
     # The same watchfiles invocation, with the bot replaced by a program that says it started.
-    fake_bot = f"{sys.executable} -c \"print('bot-started', flush=True); import time; time.sleep(60)\""
+    fake_bot = (
+        f"{sys.executable} -c \"print('bot-started', flush=True); import time; time.sleep(60)\""
+    )
     target_index = command.index("python -m bot poll")
     command[target_index] = fake_bot
     command[-1] = str(watched)
     command[0] = str(Path(sys.executable).parent / "watchfiles")
     assert shlex.split(fake_bot)[0] == sys.executable
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True)
     reader.start()

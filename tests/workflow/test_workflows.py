@@ -103,7 +103,9 @@ def test_the_schema_check_would_catch_a_broken_workflow(tmp_path: Path) -> None:
 
 # --- every command refers to something that exists -------------------------------------------
 
-REPO_PATH = re.compile(r"(?<![\w./$-])((?:\./)?(?:scripts|\.ci|charts|k8s|tools|tests|docs)/[\w./-]+)")
+REPO_PATH = re.compile(
+    r"(?<![\w./$-])((?:\./)?(?:scripts|\.ci|charts|k8s|tools|tests|docs)/[\w./-]+)"
+)
 MAKE = re.compile(r"\bmake\s+([\w-]+)")
 
 
