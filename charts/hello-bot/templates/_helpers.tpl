@@ -82,8 +82,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-migrate-%d" (include "hello-bot.fullname" . | trunc 45 | trimSuffix "-") (int .Release.Revision) -}}
 {{- end -}}
 
+{{/* repository:tag, plus @digest when image.digest is set (the digest wins over the tag). */}}
 {{- define "hello-bot.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- with .Values.image.digest }}@{{ . }}{{ end -}}
+{{- end -}}
+
+{{/* The CLI subcommand of the bot container: serve (webhook) or poll (long polling). */}}
+{{- define "hello-bot.botCommand" -}}
+{{- if eq .Values.bot.mode "polling" -}}poll{{- else -}}serve{{- end -}}
 {{- end -}}
 
 {{/* Database coordinates: the bundled StatefulSet or externalDatabase. */}}
@@ -178,6 +185,12 @@ Usage: include "hello-bot.stableSecretValue" (dict "existing" $data "key" "k" "v
 {{- end -}}
 {{- if and (not .Values.postgresql.enabled) (not .Values.externalDatabase.host) -}}
 {{- $messages = append $messages "externalDatabase.host: postgresql.enabled is false, so set the host of your PostgreSQL server" -}}
+{{- end -}}
+{{- if and .Values.ingress.enabled (eq .Values.bot.mode "polling") -}}
+{{- $messages = append $messages "ingress.enabled: bot.mode is polling, so Telegram never calls the webhook; turn the Ingress off or use bot.mode=webhook" -}}
+{{- end -}}
+{{- if and (eq .Values.bot.mode "polling") (gt (int .Values.bot.replicaCount) 1) -}}
+{{- $messages = append $messages (printf "bot.replicaCount: %d polling Pods would fight over getUpdates (Telegram answers 409 Conflict); polling needs bot.replicaCount=1" (int .Values.bot.replicaCount)) -}}
 {{- end -}}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) -}}
 {{- $messages = append $messages "ingress.host: ingress.enabled is true, so set the public host name Telegram will call" -}}
