@@ -11,6 +11,8 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from bot.observability.tracing import add_trace_context
+
 # A bot token anywhere in a line (aiohttp and aiogram log request URLs that contain it).
 TOKEN_PATTERN = re.compile(r"\d{5,20}:[A-Za-z0-9_-]{30,}")
 REDACTED = "[REDACTED]"
@@ -57,6 +59,7 @@ def configure_logging(
     redactor = SecretRedactor(secrets)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_context,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
