@@ -264,7 +264,8 @@ def test_only_the_operator_mounts_a_service_account_token(
             assert spec["serviceAccountName"] == FULLNAME
     for account in find(objects, "ServiceAccount"):
         assert account["automountServiceAccountToken"] is False, account["metadata"]["name"]
-    expected = {FULLNAME, operator_name} if variant == "operator-on" else {FULLNAME}
+    enabled = VARIANTS[variant].get("operator", {}).get("enabled", False)
+    expected = {FULLNAME, operator_name} if enabled else {FULLNAME}
     assert {a["metadata"]["name"] for a in find(objects, "ServiceAccount")} == expected
 
 
