@@ -174,7 +174,9 @@ def report(rows: list[Row], updates: int, concurrency: int, aiogram_import: floa
         errors = sum(n for status, n in r.statuses.items() if status != 200)
         lines.append([
             row.name, f"{r.rate:.0f}", f"{r.rate / bare.result.rate:.2f}",
-            f"{r.p50 * 1000:.1f}", f"{r.percentile(95) * 1000:.1f}", f"{r.percentile(99) * 1000:.1f}",
+            f"{r.p50 * 1000:.1f}",
+            f"{r.percentile(95) * 1000:.1f}",
+            f"{r.percentile(99) * 1000:.1f}",
             f"{r.percentile(99) / frozen.result.percentile(99):.2f}",
             f"{row.peak_rss / 2**20:.0f}", f"{row.peak_rss / bare.peak_rss:.2f}",
             f"{row.startup:.2f}", str(errors),

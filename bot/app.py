@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.cache import Cache, create_redis
 from bot.config import Settings
 from bot.db.engine import create_engine, create_sessionmaker
-from bot.db.migrations import current_revision, head_revision, upgrade_to_head
+from bot.db.schema import SCHEMA_REVISION, schema_revision
 from bot.errors import SchemaNotReadyError
 from bot.handlers import common, errors, start
 from bot.middlewares.database import DatabaseMiddleware
@@ -68,13 +68,18 @@ async def open_resources(
 async def prepare_schema(settings: Settings, engine: AsyncEngine) -> None:
     """The embedded SQLite database upgrades itself; PostgreSQL must be migrated by `migrate`."""
     if settings.is_sqlite:
+        from bot.db.migrations import upgrade_to_head  # noqa: PLC0415 - see bot.db.schema
+
         before, after = await upgrade_to_head(engine)
         if before != after:
             log.info("schema_upgraded", before=before, after=after)
         return
-    current, head = await current_revision(engine), head_revision()
-    if current != head:
-        msg = f"database schema is at {current}, code expects {head}: run `python -m bot migrate`"
+    current = await schema_revision(engine)
+    if current != SCHEMA_REVISION:
+        msg = (
+            f"database schema is at {current}, code expects {SCHEMA_REVISION}: "
+            "run `python -m bot migrate`"
+        )
         raise SchemaNotReadyError(msg)
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from bot.errors import SchemaNotReadyError, UpdateInProgressError
@@ -25,4 +25,8 @@ def is_retryable(exc: BaseException) -> bool:
         ConnectionError,
         TimeoutError,
     )
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        # The connection died mid-statement (server restart, network): SQLAlchemy has
+        # invalidated the pool, so the next attempt gets a fresh connection.
+        return True
     return isinstance(exc, retryable)

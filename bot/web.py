@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from bot.app import Resources, create_bot, create_dispatcher, open_resources, prepare_schema
 from bot.config import Settings
-from bot.db.migrations import current_revision, head_revision
+from bot.db.schema import SCHEMA_REVISION, schema_revision
 from bot.lifecycle import ServerState, until_signalled
 from bot.observability.metrics import DB_POOL_IN_USE, READY, WEBHOOK_REQUESTS
 from bot.retry_policy import is_retryable
@@ -136,13 +136,13 @@ async def readiness(resources: Resources, state: ServerState) -> tuple[dict[str,
         ready = False
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
-            current = await current_revision(resources.engine)
+            current = await schema_revision(resources.engine)
     except Exception as exc:  # any failure to reach the database means not ready
         checks["database"] = {"status": "error", "error": type(exc).__name__}
         ready = False
     else:
         checks["database"] = {"status": "ok"}
-        head = head_revision()
+        head = SCHEMA_REVISION
         at_head = current == head
         checks["schema"] = {
             "status": "ok" if at_head else "behind",
