@@ -25,7 +25,7 @@ from bot.middlewares.database import DatabaseMiddleware
 from bot.middlewares.dedup import DeduplicationMiddleware
 from bot.middlewares.observability import HandlerNameMiddleware, UpdateObserverMiddleware
 from bot.observability.tracing import start_tracing
-from bot.outbound import FloodControlMiddleware, RetryMiddleware
+from bot.outbound import FloodControlMiddleware, RetryMiddleware, pin_response_models
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -94,6 +94,7 @@ def create_bot(settings: Settings, *, session: BaseSession | None = None) -> Bot
         )
     )
     session.middleware(RetryMiddleware())
+    pin_response_models()
     return Bot(
         token=settings.require_token(),
         session=session,
