@@ -327,3 +327,16 @@ def test_redis_maxmemory_is_below_its_limit(default_objects: list[Manifest]) -> 
     assert settings["maxmemory-policy"] == "volatile-lru"
     assert settings["save"] != '""'
     assert container["command"] == ["redis-server", "/etc/redis/redis.conf"]
+
+
+def test_tracing_is_off_by_default_and_samples_a_ratio_when_on(
+    render, default_objects: list[Manifest]
+) -> None:
+    config = one(default_objects, "ConfigMap", FULLNAME)["data"]
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in config
+    assert "OTEL_TRACES_SAMPLER" not in config
+    objects = render({"bot": {"otel": {"exporterOtlpEndpoint": "http://collector:4318"}}})
+    config = one(objects, "ConfigMap", FULLNAME)["data"]
+    assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318"
+    assert config["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert config["OTEL_TRACES_SAMPLER_ARG"] == "0.1"
