@@ -75,6 +75,8 @@ async def start_tracing(
         {
             "service.name": settings.otel_service_name or settings.project_name,
             "service.version": __version__,
+            # Both spellings: semantic conventions renamed the attribute; backends read either.
+            "deployment.environment": settings.environment,
             "deployment.environment.name": settings.environment,
         }
     )

@@ -106,6 +106,10 @@ async def test_new_user_start_is_one_trace_with_db_cache_and_bot_api_children(
     assert attributes["telegram.outcome"] == "handled"
     assert isinstance(attributes["telegram.update_id"], int)
     assert root.status.status_code != StatusCode.ERROR
+    resource = dict(root.resource.attributes)
+    assert resource["service.name"] == traced.settings.project_name
+    assert resource["deployment.environment"] == "development"
+    assert resource["service.version"]
 
     children = descendants(root, spans)
     assert {s.context.trace_id for s in children} == {root.context.trace_id}
