@@ -26,11 +26,13 @@ def test_webhook_mode_is_the_default_and_probes_over_http(render) -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
-def test_polling_mode_runs_poll_without_http_probes(render) -> None:
+def test_polling_mode_runs_poll_with_the_same_http_probes(render) -> None:
     container = _bot(render, {"bot": {"mode": "polling"}})
     assert container["args"] == ["poll"]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert probe not in container
+    # `python -m bot poll` serves /healthz, /readyz and /metrics too (bot/polling.py).
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
