@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from asyncpg.exceptions import OperatorInterventionError, PostgresConnectionError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from bot.errors import SchemaNotReadyError, UpdateInProgressError
@@ -24,5 +25,12 @@ def is_retryable(exc: BaseException) -> bool:
         UpdateInProgressError,
         ConnectionError,
         TimeoutError,
+        # Raised unwrapped by asyncpg while a pooled connection is being opened during a
+        # restart: "the database system is starting up" / "shutting down", class 08 and 57.
+        PostgresConnectionError,
+        OperatorInterventionError,
     )
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        # SQLAlchemy's generic wrapper for a connection the server closed mid-statement.
+        return True
     return isinstance(exc, retryable)

@@ -8,7 +8,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.exc import OperationalError
+from asyncpg.exceptions import (
+    AdminShutdownError,
+    CannotConnectNowError,
+    ConnectionDoesNotExistError,
+    UniqueViolationError,
+)
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.db.migrations import upgrade_to_head
@@ -128,3 +134,13 @@ def test_retryable_classification() -> None:
     assert is_retryable(ConnectionResetError())
     assert not is_retryable(ValueError("bug"))
     assert not is_retryable(KeyError("bug"))
+
+
+def test_a_restarting_postgresql_is_retryable() -> None:
+    # Both were seen by tests/e2e (PostgreSQL restarted mid-run) and answered with an apology.
+    assert is_retryable(CannotConnectNowError("the database system is starting up"))
+    assert is_retryable(AdminShutdownError("terminating connection due to administrator command"))
+    closed = ConnectionDoesNotExistError("connection was closed in the middle of operation")
+    assert is_retryable(DBAPIError("INSERT", {}, closed, connection_invalidated=True))
+    assert not is_retryable(DBAPIError("INSERT", {}, ValueError("bug")))
+    assert not is_retryable(UniqueViolationError("duplicate key"))
