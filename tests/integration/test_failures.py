@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiogram.types import Update
 from asyncpg.exceptions import (
     AdminShutdownError,
     CannotConnectNowError,
@@ -17,8 +18,11 @@ from asyncpg.exceptions import (
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bot.cache import Cache, create_redis
 from bot.db.migrations import upgrade_to_head
+from bot.middlewares.dedup import DeduplicationMiddleware
 from bot.retry_policy import is_retryable
+from tests.conftest import REDIS_URL
 from tests.integration.conftest import Harness
 from tests.support.fake_telegram import Scripted
 from tests.support.servers import ThrowawayPostgres, ThrowawayRedis
@@ -144,3 +148,28 @@ def test_a_restarting_postgresql_is_retryable() -> None:
     assert is_retryable(DBAPIError("INSERT", {}, closed, connection_invalidated=True))
     assert not is_retryable(DBAPIError("INSERT", {}, ValueError("bug")))
     assert not is_retryable(UniqueViolationError("duplicate key"))
+
+
+async def test_an_update_done_before_redis_lost_its_keys_is_not_processed_again(
+    project_name: str, redis_cleanup: None
+) -> None:
+    # Found by tests/e2e: Redis restarted empty, Telegram redelivered acknowledged updates, and
+    # each was answered a second time although this process remembered it as done.
+    redis = create_redis(REDIS_URL)
+    try:
+        cache = Cache(prefix=project_name, redis=redis)
+        dedup = DeduplicationMiddleware(cache=cache, processing_ttl=60, wait=1)
+        calls: list[int] = []
+
+        async def handler(_event: object, _data: dict[str, object]) -> None:
+            calls.append(1)
+
+        await dedup(handler, Update(update_id=7), {})
+        key = cache.key("update", 7)
+        await redis.delete(key)  # what a restart without persistence does to every key
+        await dedup(handler, Update(update_id=7), {})
+        assert calls == [1]
+        assert await redis.get(key) == b"done"  # Redis learnt it back, for the other replicas
+        assert 0 < await redis.pttl(key) <= 25 * 3600 * 1000
+    finally:
+        await redis.aclose()
