@@ -38,9 +38,11 @@ from typing import Any
 import aiohttp
 import psutil
 from redis.asyncio import Redis
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.db.migrations import upgrade_to_head
+from bot.db.models import User
 from tests.conftest import TEST_SECRET, TEST_TOKEN
 from tests.support.bot_process import BotProcess
 from tests.support.fake_telegram import FakeTelegram, Scripted
@@ -422,6 +424,7 @@ async def burst(env: Environment, sizes: Sizes) -> Row:
         async with sim.running():
             await sim.run(items)
     account(row, items, fake, sim)
+    await check_registered(row, env.database_url, items)
     # Every user who sent /start was greeted as new exactly once (fresh users, concurrent firsts).
     starters = {i.chat_id for i in items if b'"text": "/start"' in i.body}
     greeted = Counter(
@@ -526,11 +529,31 @@ async def postgres_restart(env: Environment, sizes: Sizes) -> Row:
 
                 await asyncio.gather(sim.run(items, rate=sizes.rate), chaos())
             account(row, items, fake, sim)
+        await check_registered(row, pg.url(), items)
         if row.answered_5xx == 0:
             row.failures.append("the outage produced no 5xx: it was not exercised")
     finally:
         await asyncio.to_thread(pg.destroy)
     return row
+
+
+async def check_registered(row: Row, database_url: str, items: list[Tracked]) -> None:
+    """Every user whose /start was acknowledged is in the database (a reply is not enough)."""
+    starters = {i.chat_id for i in items if i.acked and b'"text": "/start"' in i.body}
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            found = set(
+                (
+                    await connection.execute(
+                        select(User.telegram_id).where(User.telegram_id.in_(starters))
+                    )
+                ).scalars()
+            )
+    finally:
+        await engine.dispose()
+    if missing := starters - found:
+        row.failures.append(f"{len(missing)} of {len(starters)} registered users not stored")
 
 
 def _count_5xx(sim: SimulatedTelegram) -> int:
