@@ -108,6 +108,8 @@ class WebhookHandler(SimpleRequestHandler):
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _answer(413, error=f"body over {MAX_BODY_BYTES} bytes")
+        except ConnectionError:  # the client hung up mid-body: nobody reads this answer
+            return _answer(400, error="incomplete body")
         try:
             update = Update.model_validate(json.loads(body), context={"bot": self.bot})
         except (ValueError, RecursionError, ValidationError):
