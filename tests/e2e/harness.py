@@ -627,15 +627,15 @@ async def bot_api_faults(env: Environment, sizes: Sizes) -> Row:
             return None
         phase = (time.monotonic() - clock["start"]) / window
         roll = rng.random()
-        if phase < 0.4 and roll < 0.3:
-            return Scripted(429, flood)
-        if 0.4 <= phase < 0.8 and roll < 0.25:
-            return Scripted(502, down)
-        if roll < 0.01:
-            return Scripted(502, down, delivered=True)  # sent, but the answer is lost
-        if roll < 0.015:
-            return Scripted(502, down, delay=8.0)  # hangs past the update deadline
-        return None
+        storm = (phase < 0.4 and roll < 0.3) or (0.4 <= phase < 0.8 and roll < 0.25)
+        kinds = (
+            (roll < 0.01, Scripted(502, down, delivered=True)),  # sent, the answer is lost
+            (roll < 0.015, Scripted(502, down, delay=8.0, delivered=True)),  # sent, then hangs
+            (roll < 0.02, Scripted(502, down, delay=8.0)),  # hangs past the deadline, unsent
+            (storm and phase < 0.4, Scripted(429, flood)),
+            (storm, Scripted(502, down)),
+        )
+        return next((answer for applies, answer in kinds if applies), None)
 
     async with scenario_setup(env, row, UPDATE_TIMEOUT_SECONDS="4") as (fake, bot, _):
         fake.faults = faults
@@ -690,6 +690,8 @@ async def hostile(env: Environment, sizes: Sizes) -> Row:
     row.failures.extend(f"{name} x{n}" for name, n in mismatches.items())
     if not alive:
         row.failures.append("the bot process died")
+    if errors := [line for line in bot.text.splitlines() if '"level": "error"' in line]:
+        row.failures.append(f"{len(errors)} error-level log lines: {errors[0][:100]}")
     bound = max(2 * rss_before, rss_before + 100 * MiB)
     if rss_after > bound:
         row.failures.append(f"RSS grew from {rss_before // MiB} to {rss_after // MiB} MiB")
