@@ -594,6 +594,8 @@ async def sigterm_handover(env: Environment, sizes: Sizes) -> Row:
 
             await asyncio.gather(sim.run(items, rate=sizes.rate), chaos())
         account(row, items, fake, sim)
+        if in_flight_at_signal == 0:
+            row.failures.append("no reply was in flight at SIGTERM: the drain went untested")
     finally:
         for process in (old, new):
             code = await process.stop()
