@@ -20,7 +20,7 @@ from tests.conftest import REDIS_URL, _create_database, _drop_database, database
 from tests.e2e.harness import SCENARIOS, Environment, Row, Sizes, format_table
 
 
-async def main(names: list[str], sizes: Sizes, verbose: bool) -> list[Row]:  # noqa: FBT001
+async def main(names: list[str], sizes: Sizes, verbose: bool) -> list[Row]:
     name = f"hb_e2e_{int(time.time())}"
     await _create_database(name)
     try:
