@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 from aiogram import Bot, Dispatcher
@@ -11,18 +12,24 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.cache import Cache, create_redis
 from bot.config import Settings
 from bot.db.engine import create_engine, create_sessionmaker
-from bot.db.migrations import current_revision, head_revision, upgrade_to_head
+from bot.db.schema import SCHEMA_REVISION, schema_revision
 from bot.errors import SchemaNotReadyError
 from bot.handlers import common, errors, start
 from bot.middlewares.database import DatabaseMiddleware
 from bot.middlewares.dedup import DeduplicationMiddleware
 from bot.middlewares.observability import HandlerNameMiddleware, UpdateObserverMiddleware
-from bot.outbound import FloodControlMiddleware, RetryMiddleware
+from bot.observability.tracing import start_tracing
+from bot.outbound import FloodControlMiddleware, RetryMiddleware, pin_response_models
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = structlog.get_logger(__name__)
 
@@ -34,30 +41,45 @@ class Resources:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     cache: Cache
+    tracer_provider: TracerProvider | None = None
 
 
-async def open_resources(settings: Settings, stack: AsyncExitStack) -> Resources:
-    """Open the engine and cache; `stack` closes them in reverse order."""
+async def open_resources(
+    settings: Settings, stack: AsyncExitStack, *, span_exporter: SpanExporter | None = None
+) -> Resources:
+    """Open the engine, cache and tracing; `stack` closes them in reverse order."""
     engine = create_engine(settings)
     stack.push_async_callback(engine.dispose)
     redis = None
     if redis_url := settings.redis_url.get_secret_value():
         redis = create_redis(redis_url)
         stack.push_async_callback(redis.aclose)
-    cache = Cache(prefix=settings.project_name, redis=redis)
-    return Resources(engine=engine, sessionmaker=create_sessionmaker(engine), cache=cache)
+    provider = await start_tracing(
+        settings, stack, engine=engine, redis=redis, exporter=span_exporter
+    )
+    return Resources(
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        cache=Cache(prefix=settings.project_name, redis=redis),
+        tracer_provider=provider,
+    )
 
 
 async def prepare_schema(settings: Settings, engine: AsyncEngine) -> None:
     """The embedded SQLite database upgrades itself; PostgreSQL must be migrated by `migrate`."""
     if settings.is_sqlite:
+        from bot.db.migrations import upgrade_to_head  # noqa: PLC0415 - see bot.db.schema
+
         before, after = await upgrade_to_head(engine)
         if before != after:
             log.info("schema_upgraded", before=before, after=after)
         return
-    current, head = await current_revision(engine), head_revision()
-    if current != head:
-        msg = f"database schema is at {current}, code expects {head}: run `python -m bot migrate`"
+    current = await schema_revision(engine)
+    if current != SCHEMA_REVISION:
+        msg = (
+            f"database schema is at {current}, code expects {SCHEMA_REVISION}: "
+            "run `python -m bot migrate`"
+        )
         raise SchemaNotReadyError(msg)
 
 
@@ -72,6 +94,7 @@ def create_bot(settings: Settings, *, session: BaseSession | None = None) -> Bot
         )
     )
     session.middleware(RetryMiddleware())
+    pin_response_models()
     return Bot(
         token=settings.require_token(),
         session=session,
@@ -89,7 +112,11 @@ def create_dispatcher(
     # Outer on update, in this order: the observer first, so every update (duplicates, unwanted
     # and failed ones included) gets its log context, metrics and canonical line; then dedup,
     # so a duplicate is skipped before any filter or handler runs.
-    dp.update.outer_middleware(UpdateObserverMiddleware())
+    dp.update.outer_middleware(
+        UpdateObserverMiddleware(
+            tracer=trace.get_tracer("bot", tracer_provider=resources.tracer_provider)
+        )
+    )
     if deduplicate:
         dp.update.outer_middleware(
             DeduplicationMiddleware(

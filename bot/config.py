@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0, le=100)
     shutdown_grace_seconds: float = Field(default=20.0, gt=0, le=300)
     update_timeout_seconds: float = Field(default=25.0, gt=0, le=55)
+    # Standard OpenTelemetry variables this code reads itself; the SDK reads the rest.
+    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_traces_endpoint: str = ""
+    otel_service_name: str = ""
     # Outbound flood control (0 disables): messages per second overall and per private chat.
     telegram_rate_limit: float = Field(default=30.0, ge=0)
     telegram_chat_rate_limit: float = Field(default=1.0, ge=0)

@@ -31,6 +31,7 @@ def is_retryable(exc: BaseException) -> bool:
         OperatorInterventionError,
     )
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        # SQLAlchemy's generic wrapper for a connection the server closed mid-statement.
+        # The connection died mid-statement (server restart, network): SQLAlchemy has
+        # invalidated the pool, so the next attempt gets a fresh connection.
         return True
     return isinstance(exc, retryable)

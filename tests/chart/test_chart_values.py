@@ -31,6 +31,21 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"ingress": {"host": "https://bot.example.com"}}, "/ingress/host"),
     ({"externalRedis": {"url": "cache:6379"}}, "/externalRedis/url"),
     ({"operator": {"enabled": "yes"}}, "/operator/enabled"),
+    ({"operator": {"image": {"tag": "latest"}}}, "/operator/image/tag"),
+    ({"operator": {"image": {"tag": ""}}}, "/operator/image/tag"),
+    ({"operator": {"image": {"digest": "sha256:short"}}}, "/operator/image/digest"),
+    ({"operator": {"image": {"registry": "ghcr.io"}}}, "additional properties 'registry'"),
+    ({"operator": {"replicas": 2}}, "additional properties 'replicas'"),
+    ({"operator": {"telegramApiUrl": "api.telegram.org"}}, "/operator/telegramApiUrl"),
+    ({"operator": {"migrationPollSeconds": 0}}, "/operator/migrationPollSeconds"),
+    ({"operator": {"blockedRetrySeconds": "60"}}, "/operator/blockedRetrySeconds"),
+    ({"operator": {"sharedPostgres": {"port": "5432"}}}, "/operator/sharedPostgres/port"),
+    (
+        {"operator": {"sharedPostgres": {"existingSecret": "Bad_Name"}}},
+        "/operator/sharedPostgres/existingSecret",
+    ),
+    ({"operator": {"resources": {"limits": {"memory": "128"}}}}, "/operator/resources/limits"),
+    ({"networkPolicy": {"kubeApiCidrs": ["node"]}}, "/networkPolicy/kubeApiCidrs/0"),
     ({"replicaCount": 2}, "additional properties 'replicaCount'"),
 ]
 

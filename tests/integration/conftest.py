@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiogram import Bot, Dispatcher
+from opentelemetry.sdk.trace.export import SpanExporter
 from sqlalchemy import func, select
 
 from bot.app import Resources, create_bot, create_dispatcher, open_resources, prepare_schema
@@ -63,9 +64,9 @@ async def make_harness(
     """Builds harnesses from settings overrides; closes what they opened after the test."""
     async with AsyncExitStack() as stack:
 
-        async def make(**overrides: Any) -> Harness:
+        async def make(*, span_exporter: SpanExporter | None = None, **overrides: Any) -> Harness:
             settings = make_settings(**overrides)
-            resources = await open_resources(settings, stack)
+            resources = await open_resources(settings, stack, span_exporter=span_exporter)
             await prepare_schema(settings, resources.engine)
             bot = create_bot(settings)
             stack.push_async_callback(bot.session.close)

@@ -10,10 +10,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.conftest import TEST_TOKEN
 from tests.support.fake_telegram import FakeTelegram
+from tests.support.servers import free_port
 from tests.support.updates import message_update, start_update, user
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,6 +130,7 @@ def test_migrate_then_poll_ready(tmp_path: Path, make_pg_database: Callable[[], 
 async def test_polling_serves_updates_and_stops_cleanly_on_sigterm(
     tmp_path: Path, fake_telegram: FakeTelegram, pg_migrated_url: str
 ) -> None:
+    port = free_port()
     env = bot_env(
         tmp_path,
         BOT_TOKEN=TEST_TOKEN,
@@ -135,6 +138,8 @@ async def test_polling_serves_updates_and_stops_cleanly_on_sigterm(
         DATABASE_URL=pg_migrated_url,
         LOG_FORMAT="json",
         PYTHONPATH=str(ROOT),
+        HOST="127.0.0.1",
+        PORT=str(port),
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -148,6 +153,13 @@ async def test_polling_serves_updates_and_stops_cleanly_on_sigterm(
     )
     try:
         await fake_telegram.wait_for("getUpdates", timeout=60)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as health:
+                assert health.status == 200
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as ready:
+                assert ready.status == 200
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as metrics:
+                assert "hello_bot_updates_total" in await metrics.text()
         uid = 7_000_000_000 + os.getpid()
         await fake_telegram.updates.put(start_update(user(uid, "Poll")))
         await fake_telegram.updates.put(message_update(user(uid, "Poll"), "hi"))
@@ -156,6 +168,7 @@ async def test_polling_serves_updates_and_stops_cleanly_on_sigterm(
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 0, stderr.decode()
+    assert b"shutdown_drained" in stderr
     [delete] = fake_telegram.calls_to("deleteWebhook")
     assert delete.params.get("drop_pending_updates") in (None, False, "false", "False")
     texts = sorted(fake_telegram.sent_texts())

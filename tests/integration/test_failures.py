@@ -136,6 +136,9 @@ async def test_telegram_refusing_the_reply_is_not_retried(harness: Harness) -> N
 def test_retryable_classification() -> None:
     assert is_retryable(OperationalError("SELECT 1", {}, ConnectionRefusedError()))
     assert is_retryable(ConnectionResetError())
+    dropped = DBAPIError("SELECT 1", {}, ConnectionError(), connection_invalidated=True)
+    assert is_retryable(dropped)
+    assert not is_retryable(DBAPIError("SELECT 1", {}, ValueError()))  # a bad statement
     assert not is_retryable(ValueError("bug"))
     assert not is_retryable(KeyError("bug"))
 

@@ -17,6 +17,7 @@ from sqlalchemy.pool import NullPool
 
 from bot.db.migrations import current_revision, head_revision, upgrade_to_head
 from bot.db.models import Base
+from bot.db.schema import SCHEMA_REVISION, schema_revision
 
 
 def _diff(connection: Connection) -> list[Any]:
@@ -46,6 +47,21 @@ async def test_head_matches_the_models(empty_database: str) -> None:
                 lambda c: {col["name"]: col for col in inspect(c).get_columns("users")}
             )
         assert "BIGINT" in str(columns["telegram_id"]["type"]).upper()
+    finally:
+        await engine.dispose()
+
+
+def test_the_code_expects_the_alembic_head() -> None:
+    # Readiness compares the database with SCHEMA_REVISION; a new migration must move it too.
+    assert head_revision() == SCHEMA_REVISION
+
+
+async def test_schema_revision_reads_what_alembic_wrote(empty_database: str) -> None:
+    engine = create_async_engine(empty_database, poolclass=NullPool)
+    try:
+        assert await schema_revision(engine) is None
+        await upgrade_to_head(engine)
+        assert await schema_revision(engine) == SCHEMA_REVISION
     finally:
         await engine.dispose()
 

@@ -18,7 +18,8 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.db.migrations import upgrade_to_head
-from bot.web import ServerState, create_app
+from bot.lifecycle import ServerState
+from bot.web import create_app
 from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
 from tests.integration.conftest import Harness
 from tests.support.fake_telegram import Scripted

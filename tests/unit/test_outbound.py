@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -13,9 +15,14 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.methods import GetMe, SendMessage
+from aiogram.methods import GetChat, GetMe, Response, SendMessage
 
-from bot.outbound import FloodControlMiddleware, RetryMiddleware, TokenBucket
+from bot.outbound import (
+    FloodControlMiddleware,
+    RetryMiddleware,
+    TokenBucket,
+    pin_response_models,
+)
 
 BOT = Bot("42:TEST-token-for-unit-tests")
 SEND = SendMessage(chat_id=1, text="hi")
@@ -135,3 +142,12 @@ async def test_only_calls_that_post_into_a_chat_are_paced() -> None:
     for _ in range(3):
         await flood(request, BOT, SEND)
     assert time.slept == [1.0, 1.0]  # sequential sends: one per second after the burst
+
+
+def test_response_models_stay_cached_across_garbage_collections() -> None:
+    pin_response_models()
+    pinned = weakref.ref(Response[SendMessage.__returning__])
+    unpinned = weakref.ref(Response[GetChat.__returning__])  # the failure mode, for contrast
+    gc.collect()
+    assert pinned() is not None
+    assert unpinned() is None

@@ -101,6 +101,16 @@ def test_the_role_manages_every_kind_the_chart_renders(render: Render, variant: 
         assert granted(_role(), group, resource) >= MANAGE, kind
 
 
+def test_the_deployer_cannot_install_the_operator(render: Render) -> None:
+    """docs/operations.md: the operator's cluster-scoped RBAC is out of the deployer's reach, so
+    CD keeps operator.enabled false and the operator runs from k8s/operator."""
+    values = {"secret": {"botToken": TOKEN}, "operator": {"enabled": True}}
+    kinds = {obj["kind"] for obj in render(values)}
+    assert {"ClusterRole", "ClusterRoleBinding"} <= kinds
+    assert granted(_role(), "rbac.authorization.k8s.io", "clusterroles") == set()
+    assert granted(_role(), "rbac.authorization.k8s.io", "clusterrolebindings") == set()
+
+
 def test_helm_can_keep_its_release_records_and_show_test_logs() -> None:
     assert granted(_role(), "", "secrets") >= MANAGE  # storage driver `secret`
     assert granted(_role(), "", "pods/log") == {"get"}

@@ -237,8 +237,9 @@ def test_ci_lints_the_chart_with_helm_4_and_builds_every_image_target() -> None:
     scripts = "\n".join(s.get("run", "") for s in chart_steps)
     assert "helm lint --strict charts/hello-bot" in scripts
     assert "bot.hotReload=true" in scripts
+    assert "operator.enabled=true" in scripts
     image = jobs["image"]
-    assert set(image["strategy"]["matrix"]["target"]) == {"bot", "dev"}
+    assert set(image["strategy"]["matrix"]["target"]) == {"bot", "operator", "dev"}
     (build,) = [s for s in image["steps"] if s.get("uses", "").startswith("docker/build-push")]
     assert build["with"]["push"] is False
     assert any(s.get("uses", "").startswith("hadolint/hadolint-action@") for s in image["steps"])
@@ -263,7 +264,9 @@ def test_cd_runs_on_main_and_version_tags_only() -> None:
 def test_cd_pushes_to_ghcr_and_deploys_that_digest_with_helm_4() -> None:
     doc = _workflow("cd.yml")
     image = doc["jobs"]["image"]
-    (build,) = [s for s in image["steps"] if s.get("uses", "").startswith("docker/build-push")]
+    builds = [s for s in image["steps"] if s.get("uses", "").startswith("docker/build-push")]
+    assert [b["id"] for b in builds] == ["build", "build-operator"]
+    build = builds[0]
     assert build["with"]["push"] is True
     assert build["with"]["target"] == "bot"
     assert image["outputs"]["digest"] == "${{ steps.build.outputs.digest }}"
@@ -285,6 +288,32 @@ def test_cd_pushes_to_ghcr_and_deploys_that_digest_with_helm_4() -> None:
     ):
         assert flag in command, flag
     assert "--create-namespace" not in command  # the deployer may not create namespaces
+
+
+def test_cd_pushes_the_operator_image_with_the_bot_image_and_passes_it_to_the_chart() -> None:
+    doc = _workflow("cd.yml")
+    image = doc["jobs"]["image"]
+    (build,) = [s for s in image["steps"] if s.get("id") == "build-operator"]
+    assert build["uses"].startswith("docker/build-push-action@")
+    assert build["with"]["target"] == "operator"
+    assert build["with"]["push"] is True
+    assert build["with"]["file"] == "Dockerfile"
+    bot_tag = next(s for s in image["steps"] if s.get("id") == "build")["with"]["tags"]
+    # Same version tag, repository `<bot image>-operator`.
+    assert build["with"]["tags"] == bot_tag.replace(":", "-operator:", 1)
+    assert "scope=operator" in build["with"]["cache-from"]
+    assert image["outputs"]["operator-digest"] == "${{ steps.build-operator.outputs.digest }}"
+    (upgrade,) = [s for s in doc["jobs"]["deploy"]["steps"] if "helm upgrade" in s.get("run", "")]
+    assert upgrade["env"]["OPERATOR_DIGEST"] == "${{ needs.image.outputs.operator-digest }}"
+    command = _joined(upgrade["run"])
+    for flag in (
+        '--set operator.image.repository="$IMAGE-operator"',
+        '--set operator.image.tag="$VERSION"',
+        '--set operator.image.digest="$OPERATOR_DIGEST"',
+    ):
+        assert flag in command, flag
+    # The Dockerfile really has the target the step builds.
+    assert "FROM runtime-base AS operator" in (REPO_ROOT / "Dockerfile").read_text()
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])

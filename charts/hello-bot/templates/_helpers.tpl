@@ -88,6 +88,35 @@ app.kubernetes.io/component: {{ .component }}
 {{- with .Values.image.digest }}@{{ . }}{{ end -}}
 {{- end -}}
 
+{{/* The operator's objects: ServiceAccount, ClusterRole/Binding, Deployment, NetworkPolicy. */}}
+{{- define "hello-bot.operator.fullname" -}}
+{{- printf "%s-operator" (include "hello-bot.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The operator image: repository:tag, plus @digest when operator.image.digest is set. */}}
+{{- define "hello-bot.operator.image" -}}
+{{- printf "%s:%s" .Values.operator.image.repository .Values.operator.image.tag -}}
+{{- with .Values.operator.image.digest }}@{{ . }}{{ end -}}
+{{- end -}}
+
+{{/*
+Where the operator provisions per-bot databases (`database.mode: Shared`): "secret" (an admin URL
+in operator.sharedPostgres.existingSecret), "bundled" (the release's PostgreSQL, whose user the
+official image makes a superuser), or "" (operator off, or none: only `database.mode: External`).
+*/}}
+{{- define "hello-bot.operator.sharedPostgres" -}}
+{{- if and .Values.operator.enabled .Values.operator.sharedPostgres.enabled -}}
+{{- if .Values.operator.sharedPostgres.existingSecret -}}secret
+{{- else if .Values.postgresql.enabled -}}bundled
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The bundled PostgreSQL's Service as Pods in any namespace reach it. */}}
+{{- define "hello-bot.postgresql.clusterHost" -}}
+{{- printf "%s.%s.svc" (include "hello-bot.postgresql.fullname" .) .Release.Namespace -}}
+{{- end -}}
+
 {{/* The CLI subcommand of the bot container: serve (webhook) or poll (long polling). */}}
 {{- define "hello-bot.botCommand" -}}
 {{- if eq .Values.bot.mode "polling" -}}poll{{- else -}}serve{{- end -}}

@@ -1,0 +1,191 @@
+"""Shared benchmark plumbing: child processes, a load generator, RSS sampling, percentiles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Child:
+    """A child process whose peak RSS is sampled from start to stop."""
+
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    peak_rss: int = 0
+    started_at: float = 0.0
+    _sampler: asyncio.Task[None] | None = None
+    _log: Any = None
+
+    async def start(self) -> None:
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.started_at = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, *self.args],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **self.env},
+            stdout=subprocess.DEVNULL,
+            # A file, not a pipe: an unread pipe fills up and blocks the child's logging.
+            stderr=self._log,
+        )
+        self._sampler = asyncio.create_task(self._sample())
+
+    async def _sample(self) -> None:
+        assert self.process is not None
+        proc = psutil.Process(self.process.pid)
+        with contextlib.suppress(psutil.Error):
+            while self.process.poll() is None:
+                self.peak_rss = max(self.peak_rss, proc.memory_info().rss)
+                await asyncio.sleep(0.02)
+
+    async def wait_http(self, url: str, timeout: float = 90.0) -> float:
+        """Seconds from process start until `url` answers 200."""
+        deadline = time.perf_counter() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.perf_counter() < deadline:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    self._log.seek(0)
+                    msg = f"{self.args} exited early:\n{self._log.read().decode()[-3000:]}"
+                    raise RuntimeError(msg)
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(url) as response:
+                        if response.status == 200:
+                            return time.perf_counter() - self.started_at
+                await asyncio.sleep(0.01)
+        msg = f"{url} not ready after {timeout}s"
+        raise TimeoutError(msg)
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                await asyncio.to_thread(self.process.wait, 60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        if self._sampler is not None:
+            await self._sampler
+        self._log.close()
+
+
+@contextlib.asynccontextmanager
+async def running(child: Child) -> AsyncIterator[Child]:
+    await child.start()
+    try:
+        yield child
+    finally:
+        await child.stop()
+
+
+@dataclass
+class LoadResult:
+    count: int
+    seconds: float
+    latencies: list[float]
+    statuses: dict[int, int]
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies)
+
+
+async def drive(
+    url: str, updates: Iterable[dict[str, Any]], *, concurrency: int, secret: str
+) -> LoadResult:
+    """POSTs every update with `concurrency` connections; latency per request, wall time total."""
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for update in updates:
+        queue.put_nowait(json.dumps(update).encode())
+    count = queue.qsize()
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    headers = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": secret}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def worker() -> None:
+            while not queue.empty():
+                body = queue.get_nowait()
+                started = time.perf_counter()
+                async with http.post(url, data=io.BytesIO(body), headers=headers) as response:
+                    await response.read()
+                latencies.append(time.perf_counter() - started)
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - began
+    return LoadResult(count, seconds, latencies, statuses)
+
+
+def start_updates(first_id: int, user_ids: Iterable[int]) -> list[dict[str, Any]]:
+    """/start from each user in turn, with unique update_ids."""
+    now = int(time.time())
+    return [
+        {
+            "update_id": first_id + i,
+            "message": {
+                "message_id": i + 1,
+                "date": now,
+                "chat": {"id": uid, "type": "private", "first_name": f"User{uid}"},
+                "from": {
+                    "id": uid,
+                    "is_bot": False,
+                    "first_name": f"User{uid}",
+                    "language_code": "en",
+                },
+                "text": "/start",
+                "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
+            },
+        }
+        for i, uid in enumerate(user_ids)
+    ]
+
+
+def import_seconds(module: str, runs: int = 3) -> float:
+    """Fastest of `runs` cold imports in a fresh interpreter."""
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True, cwd=ROOT)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])

@@ -1,0 +1,127 @@
+"""OpenTelemetry tracing: one trace per Telegram update, with its DB, Redis and Bot API spans.
+
+Off unless an OTLP endpoint is configured; then nothing from the SDK is even imported, so a bot
+without tracing pays nothing. The SDK reads the standard OTEL_* variables itself (sampler,
+batch queue, headers, OTEL_RESOURCE_ATTRIBUTES with the k8s.* attributes the chart sets).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
+
+import structlog
+from opentelemetry import trace
+from structlog.typing import EventDict, WrappedLogger
+
+from bot import __version__
+from bot.config import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from redis.asyncio import Redis
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = structlog.get_logger(__name__)
+
+# Probes and scrapes would drown the traces that matter; the webhook path is all we trace.
+EXCLUDED_URLS = "/healthz,/readyz,/metrics"
+_TOKEN_IN_URL = re.compile(r"/bot[^/]+/")
+
+
+def strip_token(url: object) -> str:
+    """Bot API URLs carry the token in their path: /bot<token>/<method>."""
+    return _TOKEN_IN_URL.sub("/bot[REDACTED]/", str(url))
+
+
+def tracing_enabled(settings: Settings) -> bool:
+    return bool(settings.otel_exporter_otlp_endpoint or settings.otel_exporter_otlp_traces_endpoint)
+
+
+async def start_tracing(
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    engine: AsyncEngine,
+    redis: Redis | None,
+    exporter: SpanExporter | None = None,
+) -> TracerProvider | None:
+    """Build the provider and instrument the engine, Redis, and aiohttp (server and client).
+
+    `exporter` replaces OTLP (tests pass an in-memory one). Everything is undone by `stack`.
+    """
+    if exporter is None and not tracing_enabled(settings):
+        return None
+    from opentelemetry.instrumentation.aiohttp_client import (  # noqa: PLC0415 - see docstring
+        AioHttpClientInstrumentor,
+    )
+    from opentelemetry.instrumentation.aiohttp_server import (  # noqa: PLC0415
+        AioHttpServerInstrumentor,
+    )
+    from opentelemetry.instrumentation.redis import RedisInstrumentor  # noqa: PLC0415
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor  # noqa: PLC0415
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
+        BatchSpanProcessor,
+        SimpleSpanProcessor,
+    )
+
+    resource = Resource.create(
+        {
+            "service.name": settings.otel_service_name or settings.project_name,
+            "service.version": __version__,
+            # Both spellings: semantic conventions renamed the attribute; backends read either.
+            "deployment.environment": settings.environment,
+            "deployment.environment.name": settings.environment,
+        }
+    )
+    provider = TracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER(_ARG)
+    if exporter is None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+
+        # Batching with the SDK's bounded queue (OTEL_BSP_MAX_QUEUE_SIZE, 2048 by default):
+        # a slow collector drops spans, it never slows or grows the bot.
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    else:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    stack.callback(provider.shutdown)  # flushes what is queued
+
+    # The instrumentation's documented switch for excluded paths; an explicit value wins.
+    os.environ.setdefault("OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS", EXCLUDED_URLS)
+    with warnings.catch_warnings():
+        # The instrumentor subclasses web.Application, which aiohttp discourages with a
+        # DeprecationWarning; the subclass only prepends the tracing middleware.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _instrument(stack, AioHttpServerInstrumentor(), tracer_provider=provider)
+    _instrument(
+        stack, AioHttpClientInstrumentor(), tracer_provider=provider, url_filter=strip_token
+    )
+    _instrument(
+        stack, SQLAlchemyInstrumentor(), tracer_provider=provider, engine=engine.sync_engine
+    )
+    if redis is not None:
+        RedisInstrumentor.instrument_client(redis, tracer_provider=provider)
+        stack.callback(RedisInstrumentor.uninstrument_client, redis)
+    log.info("tracing_started", service=resource.attributes.get("service.name"))
+    return provider
+
+
+def _instrument(stack: AsyncExitStack, instrumentor: object, **kwargs: object) -> None:
+    instrumentor.instrument(**kwargs)  # type: ignore[attr-defined]
+    stack.callback(instrumentor.uninstrument)  # type: ignore[attr-defined]
+
+
+def add_trace_context(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: the current trace_id and span_id, so a log line leads to its trace."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict["trace_id"] = format(context.trace_id, "032x")
+        event_dict["span_id"] = format(context.span_id, "016x")
+    return event_dict

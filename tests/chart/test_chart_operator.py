@@ -1,0 +1,420 @@
+"""The operator behind operator.enabled: the CRD in crds/, RBAC equal to the kustomize base, a
+one-replica restricted Deployment wired to the operator's settings, and its NetworkPolicy."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+from .helpers import (
+    CHART_DIR,
+    FULLNAME,
+    NAMESPACE,
+    REPO_ROOT,
+    Manifest,
+    env_of,
+    find,
+    one,
+    pod_spec,
+)
+from .test_dockerfile import _stages
+
+OPERATOR = f"{FULLNAME}-operator"
+KUSTOMIZE_BASE = REPO_ROOT / "k8s" / "operator"
+CRD_SOURCE = REPO_ROOT / "k8s" / "crd" / "telegrambots.yaml"
+CRD_COPY = CHART_DIR / "crds" / "telegrambots.yaml"
+ON: dict[str, Any] = {"operator": {"enabled": True}}
+
+
+def _kustomize(name: str) -> dict[str, Any]:
+    return yaml.safe_load((KUSTOMIZE_BASE / name).read_text())
+
+
+def _container(objects: list[Manifest]) -> dict[str, Any]:
+    (container,) = pod_spec(one(objects, "Deployment", OPERATOR))["containers"]
+    return container
+
+
+def _keys(objects: list[Manifest]) -> set[tuple[str, str]]:
+    return {(o["kind"], o["metadata"]["name"]) for o in objects}
+
+
+# --- the CRD ----------------------------------------------------------------------------------
+
+
+def test_chart_crd_is_an_exact_copy_of_the_k8s_one() -> None:
+    """crds/ cannot be templated, so it is a copy; this keeps the two from drifting."""
+    assert CRD_COPY.read_bytes() == CRD_SOURCE.read_bytes()
+
+
+def test_helm_loads_the_crd_from_crds_and_never_templates_it(chart: helm.Chart) -> None:
+    (crd,) = chart.crds
+    assert crd["name"] == "crds/telegrambots.yaml"
+    document = yaml.safe_load(crd["data"])
+    assert document["kind"] == "CustomResourceDefinition"
+    assert document["metadata"]["name"] == "telegrambots.hello-bot.dev"
+    assert "{{" not in crd["data"]
+    # Not a template: it is neither rendered nor removed by `helm uninstall`.
+    assert not [t for t in chart.templates if "telegrambots" in t["name"]]
+
+
+def test_readme_says_helm_never_upgrades_the_crd() -> None:
+    readme = (CHART_DIR / "README.md").read_text()
+    assert "## Operator" in readme
+    assert "never upgrades" in readme
+    assert "kubectl apply -f charts/hello-bot/crds/telegrambots.yaml" in readme
+
+
+# --- on and off -------------------------------------------------------------------------------
+
+
+def test_operator_objects_render_only_when_enabled(
+    rendered_variants: dict[str, list[Manifest]],
+) -> None:
+    off = _keys(rendered_variants["default"])
+    on = _keys(rendered_variants["operator-on"])
+    assert not [name for _, name in off if name.startswith(OPERATOR)]
+    assert on - off == {
+        ("ServiceAccount", OPERATOR),
+        ("ClusterRole", OPERATOR),
+        ("ClusterRoleBinding", OPERATOR),
+        ("Deployment", OPERATOR),
+        ("NetworkPolicy", OPERATOR),
+    }
+    assert off <= on
+
+
+def test_operator_objects_carry_the_release_labels(
+    rendered_variants: dict[str, list[Manifest]],
+) -> None:
+    objects = [o for o in rendered_variants["operator-on"] if o["metadata"]["name"] == OPERATOR]
+    assert len(objects) == 5
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "demo"
+        assert labels["app.kubernetes.io/component"] == "operator"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+
+
+# --- RBAC -------------------------------------------------------------------------------------
+
+
+def test_cluster_role_rules_equal_the_kustomize_base(
+    rendered_variants: dict[str, list[Manifest]],
+) -> None:
+    role = one(rendered_variants["operator-on"], "ClusterRole", OPERATOR)
+    assert role["rules"] == _kustomize("clusterrole.yaml")["rules"]
+
+
+def test_binding_ties_the_role_to_the_operators_service_account(
+    rendered_variants: dict[str, list[Manifest]],
+) -> None:
+    objects = rendered_variants["operator-on"]
+    binding = one(objects, "ClusterRoleBinding", OPERATOR)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": OPERATOR,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": OPERATOR, "namespace": NAMESPACE}
+    ]
+    assert pod_spec(one(objects, "Deployment", OPERATOR))["serviceAccountName"] == OPERATOR
+
+
+def test_names_follow_the_fullname(render) -> None:
+    objects = render({**ON, "fullnameOverride": "tg"})
+    assert {name for _, name in _keys(objects) if "operator" in name} == {"tg-operator"}
+    assert one(objects, "ClusterRoleBinding")["roleRef"]["name"] == "tg-operator"
+
+
+# --- the Deployment ---------------------------------------------------------------------------
+
+
+def test_deployment_matches_the_kustomize_base(
+    rendered_variants: dict[str, list[Manifest]],
+) -> None:
+    deployment = one(rendered_variants["operator-on"], "Deployment", OPERATOR)
+    base = _kustomize("deployment.yaml")
+    (base_container,) = base["spec"]["template"]["spec"]["containers"]
+    container = _container(rendered_variants["operator-on"])
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"} == base["spec"]["strategy"]
+    assert container["command"] == base_container["command"]
+    assert container["command"] == json.loads(dict(_stages()["operator"])["ENTRYPOINT"])
+    assert container["livenessProbe"] == base_container["livenessProbe"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["command"]
+    assert container["resources"] == {
+        "requests": {"cpu": "20m", "memory": "96Mi"},
+        "limits": {"cpu": "200m", "memory": "128Mi"},
+    }
+    assert (
+        container["resources"]["requests"]["memory"]
+        == (base_container["resources"]["requests"]["memory"])
+    )
+    assert (
+        container["resources"]["limits"]["memory"]
+        == (base_container["resources"]["limits"]["memory"])
+    )
+
+
+def test_default_image_is_pinned_and_matches_the_kustomize_tag(chart: helm.Chart) -> None:
+    image = chart.values["operator"]["image"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", image["tag"])
+    (pinned,) = _kustomize("kustomization.yaml")["images"]
+    assert image["tag"] == pinned["newTag"]
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ({}, "ghcr.io/hello-bot/hello-bot-operator:0.1.0"),
+        (
+            {"repository": "ghcr.io/me/bot-operator", "tag": "main-7-abc1234"},
+            "ghcr.io/me/bot-operator:main-7-abc1234",
+        ),
+        (
+            {"tag": "1.2.3", "digest": "sha256:" + "a" * 64},
+            "ghcr.io/hello-bot/hello-bot-operator:1.2.3@sha256:" + "a" * 64,
+        ),
+    ],
+)
+def test_image_comes_from_operator_image(render, image: dict[str, str], expected: str) -> None:
+    container = _container(render({"operator": {"enabled": True, "image": image}}))
+    assert container["image"] == expected
+
+
+def test_resources_come_from_operator_resources(render) -> None:
+    resources = {
+        "requests": {"cpu": "30m", "memory": "100Mi"},
+        "limits": {"cpu": "300m", "memory": "160Mi"},
+    }
+    container = _container(render({"operator": {"enabled": True, "resources": resources}}))
+    assert container["resources"] == resources
+
+
+def _environ(container: dict[str, Any]) -> dict[str, str]:
+    """The environment the process sees: plain values, $(VAR) expanded like the kubelet does,
+    secret references replaced by a marker naming the Secret and key."""
+    environ: dict[str, str] = {}
+    for entry in container["env"]:
+        if "value" in entry:
+            environ[entry["name"]] = re.sub(
+                r"\$\((\w+)\)", lambda m: environ.get(m.group(1), m.group(0)), entry["value"]
+            )
+        else:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            environ[entry["name"]] = f"<{ref['name']}/{ref['key']}>"
+    return environ
+
+
+@pytest.fixture
+def operator_config(monkeypatch: pytest.MonkeyPatch) -> Any:
+    # operator/ is a folder, not a package (it would shadow stdlib `operator`).
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "operator"))
+    return importlib.import_module("hello_operator.settings").OperatorConfig
+
+
+def test_bundled_postgresql_is_the_shared_server(
+    rendered_variants: dict[str, list[Manifest]], operator_config: Any
+) -> None:
+    container = _container(rendered_variants["operator-on"])
+    env = env_of(container)
+    assert env["SHARED_POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": FULLNAME,
+        "key": "database-password",
+    }
+    names = [entry["name"] for entry in container["env"]]
+    # $(VAR) expands only variables defined earlier in the list.
+    assert names.index("SHARED_POSTGRES_PASSWORD") < names.index("SHARED_POSTGRES_ADMIN_URL")
+    host = f"{FULLNAME}-postgresql.{NAMESPACE}.svc"
+    config = operator_config.from_env(_environ(container))
+    assert config.shared_postgres_admin_url == (
+        f"postgresql://hellobot:<{FULLNAME}/database-password>@{host}:5432/hellobot"
+    )
+    assert (config.shared_postgres_host, config.shared_postgres_port) == (host, 5432)
+    assert config.telegram_api_url == "https://api.telegram.org"
+    assert (config.telegram_timeout_seconds, config.migration_poll_seconds) == (10.0, 10.0)
+    assert config.blocked_retry_seconds == 60.0
+    # The bundled Service really is that host's first label, on 5432.
+    service = one(rendered_variants["operator-on"], "Service", f"{FULLNAME}-postgresql")
+    assert service["spec"]["ports"][0]["port"] == 5432
+
+
+def test_every_variable_set_is_one_the_settings_read(
+    rendered_variants: dict[str, list[Manifest]],
+) -> None:
+    source = (REPO_ROOT / "operator" / "hello_operator" / "settings.py").read_text()
+    read = set(re.findall(r'env\.get\(\s*"([A-Z_]+)"', source))
+    assert "TELEGRAM_API_URL" in read
+    names = {entry["name"] for entry in _container(rendered_variants["operator-on"])["env"]}
+    # SHARED_POSTGRES_PASSWORD only feeds the $(VAR) expansion of the admin URL.
+    assert names - {"SHARED_POSTGRES_PASSWORD"} <= read
+
+
+def test_settings_are_values(render, operator_config: Any) -> None:
+    objects = render(
+        {
+            "bot": {"telegramApiUrl": "http://telegram-bot-api.tg:8081"},
+            "operator": {
+                "enabled": True,
+                "telegramTimeoutSeconds": 5,
+                "migrationPollSeconds": 2.5,
+                "blockedRetrySeconds": 30,
+            },
+        }
+    )
+    config = operator_config.from_env(_environ(_container(objects)))
+    # Empty operator.telegramApiUrl follows the bot's.
+    assert config.telegram_api_url == "http://telegram-bot-api.tg:8081"
+    assert config.telegram_timeout_seconds == 5.0
+    assert config.migration_poll_seconds == 2.5
+    assert config.blocked_retry_seconds == 30.0
+    own = render({"operator": {"enabled": True, "telegramApiUrl": "https://tg.example.com"}})
+    assert _environ(_container(own))["TELEGRAM_API_URL"] == "https://tg.example.com"
+
+
+def test_admin_url_from_an_existing_secret(render, operator_config: Any) -> None:
+    objects = render(
+        {
+            "operator": {
+                "enabled": True,
+                "sharedPostgres": {"existingSecret": "pg-admin", "host": "pg.internal"},
+            }
+        }
+    )
+    container = _container(objects)
+    env = env_of(container)
+    assert env["SHARED_POSTGRES_ADMIN_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "pg-admin",
+        "key": "SHARED_POSTGRES_ADMIN_URL",
+    }
+    assert "SHARED_POSTGRES_PASSWORD" not in env
+    config = operator_config.from_env(_environ(container))
+    assert (config.shared_postgres_host, config.shared_postgres_port) == ("pg.internal", 5432)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"operator": {"enabled": True, "sharedPostgres": {"enabled": False}}},
+        {
+            "operator": {"enabled": True},
+            "postgresql": {"enabled": False},
+            "externalDatabase": {"host": "db.example.internal"},
+        },
+    ],
+    ids=["opted-out", "external-database"],
+)
+def test_no_shared_server_means_external_databases_only(
+    render, values: dict[str, Any], operator_config: Any
+) -> None:
+    objects = render(values)
+    env = env_of(_container(objects))
+    assert not [name for name in env if name.startswith("SHARED_POSTGRES")]
+    assert operator_config.from_env(_environ(_container(objects))).shared_postgres_admin_url == ""
+    egress = _policy(objects, OPERATOR)["egress"]
+    assert [_ports(rule) for rule in egress] == [
+        {(53, "UDP"), (53, "TCP")},
+        {(443, "TCP"), (6443, "TCP")},
+        {(443, "TCP")},
+    ]
+
+
+def test_pod_is_restricted_and_writes_only_tmp(
+    rendered_variants: dict[str, list[Manifest]],
+) -> None:
+    spec = pod_spec(one(rendered_variants["operator-on"], "Deployment", OPERATOR))
+    assert spec["securityContext"]["runAsUser"] == 10001
+    assert spec["enableServiceLinks"] is False
+    container = _container(rendered_variants["operator-on"])
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+
+
+# --- NetworkPolicies --------------------------------------------------------------------------
+
+
+def _policy(objects: list[Manifest], name: str) -> dict[str, Any]:
+    return one(objects, "NetworkPolicy", name)["spec"]
+
+
+def _ports(rule: dict[str, Any]) -> set[tuple[Any, str]]:
+    return {(p["port"], p["protocol"]) for p in rule.get("ports", [])}
+
+
+def test_operator_policy_allows_no_ingress_and_only_its_egress(
+    rendered_variants: dict[str, list[Manifest]],
+) -> None:
+    policy = _policy(rendered_variants["operator-on"], OPERATOR)
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in policy
+    dns, api, postgresql, telegram = policy["egress"]
+    assert _ports(dns) == {(53, "UDP"), (53, "TCP")}
+    assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    assert _ports(api) == {(443, "TCP"), (6443, "TCP")}
+    assert api["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+    assert _ports(postgresql) == {(5432, "TCP")}
+    labels = postgresql["to"][0]["podSelector"]["matchLabels"]
+    assert labels["app.kubernetes.io/component"] == "postgresql"
+    assert _ports(telegram) == {(443, "TCP")}
+
+
+def test_operator_egress_follows_the_cidr_values(render) -> None:
+    objects = render(
+        {
+            "operator": {"enabled": True, "sharedPostgres": {"existingSecret": "pg", "port": 6432}},
+            "networkPolicy": {
+                "kubeApiCidrs": ["192.0.2.10/32"],
+                "externalCidrs": ["198.51.100.0/24"],
+                "telegramCidrs": ["149.154.160.0/20"],
+            },
+        }
+    )
+    _, api, postgresql, telegram = _policy(objects, OPERATOR)["egress"]
+    assert api["to"] == [{"ipBlock": {"cidr": "192.0.2.10/32"}}]
+    assert postgresql["to"] == [{"ipBlock": {"cidr": "198.51.100.0/24"}}]
+    assert _ports(postgresql) == {(6432, "TCP")}
+    assert telegram["to"] == [{"ipBlock": {"cidr": "149.154.160.0/20"}}]
+
+
+def test_bundled_postgresql_admits_the_operator_and_its_bots(
+    rendered_variants: dict[str, list[Manifest]],
+) -> None:
+    (rule,) = _policy(rendered_variants["operator-on"], f"{FULLNAME}-postgresql")["ingress"]
+    components = [
+        peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+        for peer in rule["from"]
+    ]
+    assert components[:3] == ["bot", "migration", "operator"]
+    # The operator's bots and migration Jobs, in any namespace (database.mode: Shared).
+    assert rule["from"][3] == {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "hello-bot-operator"}},
+    }
+    assert len(rule["from"]) == 4
+    (default_rule,) = _policy(rendered_variants["default"], f"{FULLNAME}-postgresql")["ingress"]
+    assert len(default_rule["from"]) == 2
+
+
+def test_managed_by_label_matches_what_the_operator_puts_on_its_pods(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "operator"))
+    children = importlib.import_module("hello_operator.children")
+    assert children.labels("x", "bot")["app.kubernetes.io/managed-by"] == "hello-bot-operator"
+
+
+def test_policies_off_means_no_operator_policy(render) -> None:
+    objects = render({**ON, "networkPolicy": {"enabled": False}})
+    assert find(objects, "NetworkPolicy") == []
+    assert one(objects, "Deployment", OPERATOR)

@@ -1,0 +1,215 @@
+"""Traces an SRE can read: one trace per update, with DB, Redis and Bot API children, token-free."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from collections.abc import Awaitable, Callable, Iterator
+
+import aiohttp
+import pytest
+import structlog
+from aiohttp.test_utils import TestServer
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from bot.lifecycle import ServerState
+from bot.observability.logging import configure_logging
+from bot.web import create_app
+from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
+from tests.integration.conftest import Harness
+from tests.support.updates import start_update, user
+
+MakeHarness = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+async def traced(
+    make_harness: MakeHarness,
+    exporter: InMemorySpanExporter,
+    pg_migrated_url: str,
+    redis_cleanup: None,
+) -> Harness:
+    return await make_harness(
+        span_exporter=exporter,
+        database_url=pg_migrated_url,
+        redis_url=REDIS_URL,
+        webhook_secret=TEST_SECRET,
+    )
+
+
+def uid() -> int:
+    return random.randint(10**9, 2 * 10**9)
+
+
+def update_spans(spans: tuple[ReadableSpan, ...]) -> list[ReadableSpan]:
+    return [s for s in spans if s.name == "telegram.update"]
+
+
+def descendants(root: ReadableSpan, spans: tuple[ReadableSpan, ...]) -> list[ReadableSpan]:
+    by_parent: dict[int, list[ReadableSpan]] = {}
+    for span in spans:
+        if span.parent is not None:
+            by_parent.setdefault(span.parent.span_id, []).append(span)
+    found, todo = [], [root.context.span_id]
+    while todo:
+        for child in by_parent.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child.context.span_id)
+    return found
+
+
+def db_statements(spans: list[ReadableSpan]) -> list[str]:
+    return [
+        str(s.attributes.get("db.statement") or s.attributes.get("db.query.text") or s.name)
+        for s in spans
+        if (s.attributes and s.attributes.get("db.system") in ("postgresql", "sqlite"))
+        or (s.attributes and s.attributes.get("db.system.name") in ("postgresql", "sqlite"))
+    ]
+
+
+def redis_commands(spans: list[ReadableSpan]) -> list[str]:
+    return [
+        s.name
+        for s in spans
+        if s.attributes
+        and "redis" in (str(s.attributes.get("db.system")), str(s.attributes.get("db.system.name")))
+    ]
+
+
+def bot_api_calls(spans: list[ReadableSpan]) -> list[ReadableSpan]:
+    return [s for s in spans if s.kind == SpanKind.CLIENT and "/bot" in _url(s)]
+
+
+def _url(span: ReadableSpan) -> str:
+    attributes = span.attributes or {}
+    return str(attributes.get("url.full") or attributes.get("http.url") or "")
+
+
+async def test_new_user_start_is_one_trace_with_db_cache_and_bot_api_children(
+    traced: Harness, exporter: InMemorySpanExporter
+) -> None:
+    await traced.feed(start_update(user(uid(), "Tracy")))
+    spans = exporter.get_finished_spans()
+    [root] = update_spans(spans)
+    assert root.parent is None
+    attributes = dict(root.attributes or {})
+    assert attributes["telegram.update_type"] == "message"
+    assert attributes["telegram.handler"] == "start_handler"
+    assert attributes["telegram.outcome"] == "handled"
+    assert isinstance(attributes["telegram.update_id"], int)
+    assert root.status.status_code != StatusCode.ERROR
+    resource = dict(root.resource.attributes)
+    assert resource["service.name"] == traced.settings.project_name
+    assert resource["deployment.environment"] == "development"
+    assert resource["service.version"]
+
+    children = descendants(root, spans)
+    assert {s.context.trace_id for s in children} == {root.context.trace_id}
+    statements = db_statements(children)
+    assert any("INSERT INTO users" in s for s in statements), statements
+    commands = redis_commands(children)
+    assert "GET" in commands and "SET" in commands, commands
+    [send] = bot_api_calls(children)
+    assert _url(send).endswith("/bot[REDACTED]/sendMessage")
+
+
+async def test_warm_start_is_a_cache_hit_without_db_writes(
+    traced: Harness, exporter: InMemorySpanExporter
+) -> None:
+    who = uid()
+    await traced.feed(start_update(user(who, "Warm")))
+    exporter.clear()
+    await traced.feed(start_update(user(who, "Warm")))
+    spans = exporter.get_finished_spans()
+    [root] = update_spans(spans)
+    children = descendants(root, spans)
+    assert not any(s.split()[0] in ("INSERT", "UPDATE", "DELETE") for s in db_statements(children))
+    assert "GET" in redis_commands(children)
+    assert len(bot_api_calls(children)) == 1
+
+
+async def test_failing_handler_marks_the_update_span_as_error(
+    traced: Harness, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: object, **__: object) -> None:
+        msg = "boom"
+        raise ZeroDivisionError(msg)
+
+    monkeypatch.setattr("bot.services.users.UserService.register", broken)
+    await traced.feed(start_update(user(uid())))
+    [root] = update_spans(exporter.get_finished_spans())
+    assert root.status.status_code == StatusCode.ERROR
+    assert [e.name for e in root.events] == ["exception"]
+    assert root.events[0].attributes["exception.type"] == "ZeroDivisionError"  # type: ignore[index]
+    assert root.attributes["telegram.outcome"] == "error"  # type: ignore[index]
+
+
+async def test_webhook_request_span_is_the_root_and_probes_are_not_traced(
+    traced: Harness, exporter: InMemorySpanExporter
+) -> None:
+    state = ServerState()
+    app = create_app(
+        traced.settings, bot=traced.bot, dp=traced.dp, resources=traced.resources, state=state
+    )
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            for path in ("/healthz", "/readyz", "/metrics"):
+                async with http.get(server.make_url(path)) as response:
+                    assert response.status == 200
+            exporter.clear()
+            headers = {"X-Telegram-Bot-Api-Secret-Token": TEST_SECRET}
+            body = start_update(user(uid(), "Hook"))
+            async with http.post(server.make_url("/webhook"), json=body, headers=headers) as r:
+                assert r.status == 200
+    finally:
+        await server.close()
+    spans = exporter.get_finished_spans()
+    servers = [s for s in spans if s.kind == SpanKind.SERVER]
+    [request] = servers  # the webhook POST only: probe GETs are excluded
+    [root] = update_spans(spans)
+    assert root.parent is not None
+    assert root.parent.span_id == request.context.span_id
+
+
+async def test_no_span_or_attribute_contains_the_token(
+    traced: Harness, exporter: InMemorySpanExporter
+) -> None:
+    who = uid()
+    await traced.feed(start_update(user(who, "Sec")))
+    await traced.feed(start_update(user(who, "Sec")))
+    spans = exporter.get_finished_spans()
+    assert len(spans) > 5
+    dump = json.dumps([json.loads(s.to_json()) for s in spans])
+    assert "sendMessage" in dump  # the dump is not vacuous
+    assert TEST_TOKEN not in dump
+    assert TEST_TOKEN.split(":")[1] not in dump
+    assert str(who) not in dump  # no raw user ids either
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging(level="INFO", fmt="json", stream=stream)
+    yield stream
+    structlog.reset_defaults()
+
+
+async def test_log_lines_carry_the_trace_and_span_ids(
+    traced: Harness, exporter: InMemorySpanExporter, log_stream: io.StringIO
+) -> None:
+    await traced.feed(start_update(user(uid(), "Log")))
+    [root] = update_spans(exporter.get_finished_spans())
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    [handled] = [line for line in lines if line["event"] == "update_handled"]
+    assert handled["trace_id"] == format(root.context.trace_id, "032x")
+    assert handled["span_id"] == format(root.context.span_id, "016x")
