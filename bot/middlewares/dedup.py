@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -21,6 +20,7 @@ from aiogram.types import TelegramObject, Update
 
 from bot.cache import Cache
 from bot.errors import UpdateInProgressError
+from bot.middlewares import NextHandler
 from bot.middlewares.observability import UPDATE_INFO_KEY, UpdateInfo
 from bot.observability.metrics import DUPLICATES
 from bot.retry_policy import is_retryable
@@ -43,7 +43,7 @@ class DeduplicationMiddleware(BaseMiddleware):
 
     async def __call__(
         self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        handler: NextHandler,
         event: TelegramObject,
         data: dict[str, Any],
     ) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from aiogram.types.update import UpdateTypeLookupError
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
+from bot.middlewares import NextHandler
 from bot.observability.metrics import UPDATE_DURATION, UPDATES
 from bot.retry_policy import is_retryable
 
@@ -43,7 +43,7 @@ class UpdateObserverMiddleware(BaseMiddleware):
 
     async def __call__(
         self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        handler: NextHandler,
         event: TelegramObject,
         data: dict[str, Any],
     ) -> Any:
@@ -99,7 +99,7 @@ class HandlerNameMiddleware(BaseMiddleware):
 
     async def __call__(
         self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        handler: NextHandler,
         event: TelegramObject,
         data: dict[str, Any],
     ) -> Any:

