@@ -12,6 +12,8 @@ import helm_python as helm
 import pytest
 import yaml
 
+from tests.support.dockerfile import dockerfile_stages
+
 from .helpers import (
     CHART_DIR,
     FULLNAME,
@@ -23,7 +25,6 @@ from .helpers import (
     one,
     pod_spec,
 )
-from .test_dockerfile import _stages
 
 OPERATOR = f"{FULLNAME}-operator"
 KUSTOMIZE_BASE = REPO_ROOT / "k8s" / "operator"
@@ -147,7 +148,7 @@ def test_deployment_matches_the_kustomize_base(
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"} == base["spec"]["strategy"]
     assert container["command"] == base_container["command"]
-    assert container["command"] == json.loads(dict(_stages()["operator"])["ENTRYPOINT"])
+    assert container["command"] == json.loads(dict(dockerfile_stages()["operator"])["ENTRYPOINT"])
     assert container["livenessProbe"] == base_container["livenessProbe"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
