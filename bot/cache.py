@@ -60,6 +60,10 @@ class MemoryStore:
     def delete(self, key: str) -> None:
         self._items.pop(key, None)
 
+    def expires_in(self, key: str) -> float | None:
+        """Seconds until `key` expires, None when absent."""
+        return None if self.get(key) is None else self._items[key][0] - self._clock()
+
 
 class Cache:
     """String cache with keys namespaced by project, e.g. ``hello-bot:user:42``."""
@@ -110,10 +114,18 @@ class Cache:
                 self._redis_failed("set", exc)
 
     async def set_nx(self, key: str, value: str, ttl: float) -> bool:
-        """Set only if absent; True when this call set it (used to claim work exactly once)."""
+        """Set only if absent; True when this call set it (used to claim work exactly once).
+
+        A key this process wrote (memory is written through) stays taken even when Redis lost
+        it (restarted empty, failed over): Redis gets the known value back instead.
+        """
+        known, known_ttl = self.memory.get(key), self.memory.expires_in(key)
         if self.redis_available:
             try:
                 claimed = await self.redis.set(key, value, px=int(ttl * 1000), nx=True)  # type: ignore[union-attr]
+                if claimed and known is not None and known_ttl is not None:
+                    await self.redis.set(key, known, px=max(1, int(known_ttl * 1000)))  # type: ignore[union-attr]
+                    return False
             except (RedisError, OSError) as exc:
                 self._redis_failed("set_nx", exc)
             else:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
+from asyncpg.exceptions import OperatorInterventionError, PostgresConnectionError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -24,6 +25,10 @@ def is_retryable(exc: BaseException) -> bool:
         UpdateInProgressError,
         ConnectionError,
         TimeoutError,
+        # Raised unwrapped by asyncpg while a pooled connection is being opened during a
+        # restart: "the database system is starting up" / "shutting down", class 08 and 57.
+        PostgresConnectionError,
+        OperatorInterventionError,
     )
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         # The connection died mid-statement (server restart, network): SQLAlchemy has

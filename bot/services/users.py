@@ -45,7 +45,7 @@ _PROFILE_FIELDS = ("username", "first_name", "last_name", "language_code", "is_p
 
 
 class UserService:
-    """Registers users; the caller's unit of work (middleware) owns the transaction."""
+    """Registers users in the caller's session (the middleware opens and closes it)."""
 
     def __init__(self, *, session: AsyncSession, cache: Cache) -> None:
         self.session = session
@@ -60,6 +60,10 @@ class UserService:
         if await self._cached(key) == profile:
             return RegisteredUser(profile=profile, is_new=False)
         is_new = await self._upsert(profile)
+        # Durable before it is cached or announced: a commit failing after the greeting was sent
+        # made Telegram's redelivery greet twice, and a cached profile whose row rolled back made
+        # the redelivery skip the write ("welcome back" to a user who was never stored).
+        await self.session.commit()
         await self.cache.set(key, profile.model_dump_json(), PROFILE_TTL_SECONDS)
         return RegisteredUser(profile=profile, is_new=is_new)
 

@@ -8,11 +8,21 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiogram.types import Update
+from asyncpg.exceptions import (
+    AdminShutdownError,
+    CannotConnectNowError,
+    ConnectionDoesNotExistError,
+    UniqueViolationError,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bot.cache import Cache, create_redis
 from bot.db.migrations import upgrade_to_head
+from bot.middlewares.dedup import DeduplicationMiddleware
 from bot.retry_policy import is_retryable
+from tests.conftest import REDIS_URL
 from tests.integration.conftest import Harness
 from tests.support.fake_telegram import Scripted
 from tests.support.servers import ThrowawayPostgres, ThrowawayRedis
@@ -131,3 +141,38 @@ def test_retryable_classification() -> None:
     assert not is_retryable(DBAPIError("SELECT 1", {}, ValueError()))  # a bad statement
     assert not is_retryable(ValueError("bug"))
     assert not is_retryable(KeyError("bug"))
+
+
+def test_a_restarting_postgresql_is_retryable() -> None:
+    # Both were seen by tests/e2e (PostgreSQL restarted mid-run) and answered with an apology.
+    assert is_retryable(CannotConnectNowError("the database system is starting up"))
+    assert is_retryable(AdminShutdownError("terminating connection due to administrator command"))
+    closed = ConnectionDoesNotExistError("connection was closed in the middle of operation")
+    assert is_retryable(DBAPIError("INSERT", {}, closed, connection_invalidated=True))
+    assert not is_retryable(DBAPIError("INSERT", {}, ValueError("bug")))
+    assert not is_retryable(UniqueViolationError("duplicate key"))
+
+
+async def test_an_update_done_before_redis_lost_its_keys_is_not_processed_again(
+    project_name: str, redis_cleanup: None
+) -> None:
+    # Found by tests/e2e: Redis restarted empty, Telegram redelivered acknowledged updates, and
+    # each was answered a second time although this process remembered it as done.
+    redis = create_redis(REDIS_URL)
+    try:
+        cache = Cache(prefix=project_name, redis=redis)
+        dedup = DeduplicationMiddleware(cache=cache, processing_ttl=60, wait=1)
+        calls: list[int] = []
+
+        async def handler(_event: object, _data: dict[str, object]) -> None:
+            calls.append(1)
+
+        await dedup(handler, Update(update_id=7), {})
+        key = cache.key("update", 7)
+        await redis.delete(key)  # what a restart without persistence does to every key
+        await dedup(handler, Update(update_id=7), {})
+        assert calls == [1]
+        assert await redis.get(key) == b"done"  # Redis learnt it back, for the other replicas
+        assert 0 < await redis.pttl(key) <= 25 * 3600 * 1000
+    finally:
+        await redis.aclose()

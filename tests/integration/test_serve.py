@@ -156,3 +156,29 @@ async def test_serve_without_a_reachable_database_is_live_but_not_ready(
         body = await response.json()
     assert body["checks"]["database"]["status"] == "error"
     assert await bot.stop() == 0
+
+
+async def test_a_client_hanging_up_mid_body_is_no_server_error(
+    make_bot_process: Callable[..., BotProcess],
+) -> None:
+    # Found by tests/e2e: aiohttp logged each such request as an error, with a traceback.
+    bot = make_bot_process()
+    await bot.start()
+    _, writer = await asyncio.open_connection("127.0.0.1", bot.port)
+    writer.write(
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"X-Telegram-Bot-Api-Secret-Token: " + TEST_SECRET.encode() + b"\r\n"
+        b"Content-Length: 5000\r\n\r\n" + b'{"update_id": 1'
+    )
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    async with aiohttp.ClientSession() as http, asyncio.timeout(10):
+        # Bounded polling until the request was answered (to nobody) and counted.
+        while True:
+            async with http.get(bot.url + "/metrics") as response:
+                if 'hello_bot_webhook_requests_total{status="400"}' in await response.text():
+                    break
+            await asyncio.sleep(0.05)
+    assert await bot.stop() == 0
+    assert '"level": "error"' not in bot.text

@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.services.users import UserProfile, UserService
 from tests.integration.conftest import Harness
@@ -81,3 +83,24 @@ async def test_fifty_concurrent_first_starts_create_one_row(harness: Harness) ->
     assert len(texts) == 50
     assert texts.count("Hello, Rush! Nice to meet you. Send me anything, or /help.") == 1
     assert texts.count("Welcome back, Rush!") == 49
+
+
+async def test_registration_is_committed_before_it_is_cached_or_announced(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by tests/e2e (PostgreSQL restarted mid-run): the commit used to run after the reply.
+    async def commit_fails(_session: AsyncSession) -> None:
+        raise OperationalError("COMMIT", {}, ConnectionResetError())
+
+    uid = random.randint(10**9, 2 * 10**9)
+    monkeypatch.setattr(AsyncSession, "commit", commit_fails)
+    with pytest.raises(OperationalError):
+        await harness.feed(start_update(user(uid, "Late")))
+    assert harness.telegram.calls_to("sendMessage") == []  # nothing announced
+    assert await harness.resources.cache.get(harness.resources.cache.key("user", uid)) is None
+    monkeypatch.undo()
+    await harness.feed(start_update(user(uid, "Late")))  # Telegram's redelivery
+    assert harness.telegram.sent_texts() == [
+        "Hello, Late! Nice to meet you. Send me anything, or /help."
+    ]
+    assert await harness.count_users(uid) == 1

@@ -92,7 +92,10 @@ async def test_processed_update_is_answered_200_after_the_reply(webhook: Webhook
     assert webhook.harness.telegram.sent_texts()[0].startswith("Hello, Wen!")
 
 
-@pytest.mark.parametrize("secret", [None, "", "wrong", TEST_SECRET + "x", TEST_SECRET.upper()])
+@pytest.mark.parametrize(
+    "secret",
+    [None, "", "wrong", TEST_SECRET + "x", TEST_SECRET.upper(), "s\u00e9cret-\u2603"],
+)
 async def test_wrong_or_missing_secret_is_401_and_nothing_is_processed(
     webhook: Webhook, secret: str | None
 ) -> None:

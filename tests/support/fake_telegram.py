@@ -1,6 +1,9 @@
 """A fake Telegram Bot API server on loopback: records every call, answers as scripted.
 
-The bot reaches it through TELEGRAM_API_URL, so everything up to the HTTP wire is real.
+The bot reaches it through TELEGRAM_API_URL, so everything up to the HTTP wire is real. Besides
+queued scripts, a ``faults`` hook can decide per call (for probabilistic storms: 429, 5xx, a
+hang, or a send that took effect but whose answer is lost); each Call records what it was
+answered and whether, at "Telegram", the send took effect.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import itertools
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +28,8 @@ class Call:
     method: str
     params: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
+    status: int | None = None  # None while unanswered (or hung up on)
+    delivered: bool = False  # the call took effect at "Telegram" (whatever the bot was told)
 
 
 @dataclass
@@ -31,6 +37,12 @@ class Scripted:
     status: int = 200
     body: dict[str, Any] | None = None
     delay: float = 0.0
+    # True: the call takes effect although its answer says otherwise (the ack is lost).
+    delivered: bool = False
+
+
+# (method, params) -> an answer to give instead of the default one, or None for the default.
+FaultHook = Callable[[str, dict[str, Any]], Scripted | None]
 
 
 class FakeTelegram:
@@ -44,6 +56,7 @@ class FakeTelegram:
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.webhook: dict[str, Any] = {"url": "", "pending_update_count": 0}
+        self.faults: FaultHook | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -82,16 +95,22 @@ class FakeTelegram:
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         params = await _params(request)
-        self.calls.append(Call(token=request.match_info["token"], method=method, params=params))
+        call = Call(token=request.match_info["token"], method=method, params=params)
+        self.calls.append(call)
         queue = self._scripts.get(method.lower())
-        if queue:
-            scripted = queue.popleft()
+        scripted = queue.popleft() if queue else None
+        if scripted is None and self.faults is not None:
+            scripted = self.faults(method, params)
+        if scripted is not None:
+            call.delivered = scripted.delivered
             if scripted.delay:
                 await asyncio.sleep(scripted.delay)
             if scripted.body is not None:
+                call.status = scripted.status
                 return web.json_response(scripted.body, status=scripted.status)
         if method.lower() == "getupdates":
             return web.json_response({"ok": True, "result": await self._poll(params)})
+        call.status, call.delivered = 200, True
         return web.json_response({"ok": True, "result": self._default_result(method, params)})
 
     async def _poll(self, params: dict[str, Any]) -> list[dict[str, Any]]:
