@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from bot.config import Settings
 from bot.db.models import User
 from tests.conftest import REDIS_URL
 from tests.support.fake_telegram import FakeTelegram
+from tests.support.servers import ThrowawayPostgres, ThrowawayRedis
 
 
 @dataclass
@@ -81,3 +82,21 @@ async def harness(
     make_harness: Callable[..., Awaitable[Harness]], database_url: str, redis_url: str
 ) -> Harness:
     return await make_harness(database_url=database_url, redis_url=redis_url)
+
+
+@pytest.fixture
+def throwaway_redis() -> Iterator[ThrowawayRedis]:
+    """A Redis of this test's own, safe to stop (the machine's is shared)."""
+    server = ThrowawayRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def throwaway_pg() -> Iterator[ThrowawayPostgres]:
+    """A PostgreSQL of this test's own (initdb on a free port), safe to stop."""
+    server = ThrowawayPostgres()
+    server.start()
+    yield server
+    server.destroy()

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -29,14 +29,6 @@ from tests.support.servers import ThrowawayPostgres, ThrowawayRedis
 from tests.support.updates import message_update, start_update, user
 
 MakeHarness = Callable[..., Awaitable[Harness]]
-
-
-@pytest.fixture
-def throwaway_redis() -> Iterator[ThrowawayRedis]:
-    server = ThrowawayRedis()
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_redis_stopping_mid_run_never_fails_an_update(
@@ -80,31 +72,24 @@ async def test_unreachable_redis_from_the_start_falls_back_to_memory(
 
 
 async def test_database_outage_propagates_as_retryable_and_recovers(
-    make_harness: MakeHarness,
+    make_harness: MakeHarness, throwaway_pg: ThrowawayPostgres
 ) -> None:
-    pg = ThrowawayPostgres()
-    try:
-        pg.start()
-        engine = create_async_engine(pg.url())
-        await upgrade_to_head(engine)
-        await engine.dispose()
-        h = await make_harness(database_url=pg.url(), redis_url="")
-        uid = random.randint(10**9, 2 * 10**9)
-        pg.stop()
+    engine = create_async_engine(throwaway_pg.url())
+    await upgrade_to_head(engine)
+    await engine.dispose()
+    h = await make_harness(database_url=throwaway_pg.url(), redis_url="")
+    uid = random.randint(10**9, 2 * 10**9)
+    throwaway_pg.stop()
 
-        with pytest.raises(Exception) as caught:  # which exception is checked below
-            await h.feed(start_update(user(uid, "Dee")))
-        assert is_retryable(caught.value), repr(caught.value)
-        assert h.telegram.sent_texts() == []  # no apology: the update will be redelivered
-
-        pg.start()
+    with pytest.raises(Exception) as caught:  # which exception is checked below
         await h.feed(start_update(user(uid, "Dee")))
-        assert h.telegram.sent_texts() == [
-            "Hello, Dee! Nice to meet you. Send me anything, or /help."
-        ]
-        assert await h.count_users(uid) == 1
-    finally:
-        pg.destroy()
+    assert is_retryable(caught.value), repr(caught.value)
+    assert h.telegram.sent_texts() == []  # no apology: the update will be redelivered
+
+    throwaway_pg.start()
+    await h.feed(start_update(user(uid, "Dee")))
+    assert h.telegram.sent_texts() == ["Hello, Dee! Nice to meet you. Send me anything, or /help."]
+    assert await h.count_users(uid) == 1
 
 
 async def test_a_bug_in_a_handler_is_apologised_for_and_not_retried(

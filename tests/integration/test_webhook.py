@@ -7,7 +7,7 @@ import asyncio
 import io
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,14 +260,6 @@ async def _no_schema_check(*_: object) -> None:
     return None
 
 
-@pytest.fixture
-def throwaway_pg() -> Iterator[ThrowawayPostgres]:
-    pg = ThrowawayPostgres()
-    pg.start()
-    yield pg
-    pg.destroy()
-
-
 async def test_postgres_down_is_503_then_processed_once_on_redelivery(
     serve: Callable[[Harness], Awaitable[Webhook]],
     make_harness: MakeHarness,
@@ -300,28 +292,26 @@ async def test_postgres_down_is_503_then_processed_once_on_redelivery(
 
 
 async def test_redis_down_is_degraded_but_ready_and_updates_flow(
-    serve: Callable[[Harness], Awaitable[Webhook]], make_harness: MakeHarness, tmp_path: Path
+    serve: Callable[[Harness], Awaitable[Webhook]],
+    make_harness: MakeHarness,
+    throwaway_redis: ThrowawayRedis,
+    tmp_path: Path,
 ) -> None:
-    redis = ThrowawayRedis()
-    redis.start()
-    try:
-        hook = await serve(
-            await make_harness(
-                database_url=f"sqlite+aiosqlite:///{tmp_path / 'w.db'}",
-                redis_url=redis.url,
-                webhook_secret=TEST_SECRET,
-            )
+    hook = await serve(
+        await make_harness(
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'w.db'}",
+            redis_url=throwaway_redis.url,
+            webhook_secret=TEST_SECRET,
         )
-        update = message_update(user(uid()), "one")
-        assert (await hook.post(update)).status == 200
-        assert (await hook.get("/readyz"))[1]["checks"]["redis"] == {"status": "ok"}
-        redis.stop()
-        assert (await hook.post(message_update(user(uid()), "two"))).status == 200
-        status, body = await hook.get("/readyz")
-        assert (status, body["checks"]["redis"]) == (200, {"status": "degraded"})
-        assert len(hook.harness.telegram.calls_to("sendMessage")) == 2
-    finally:
-        redis.stop()
+    )
+    update = message_update(user(uid()), "one")
+    assert (await hook.post(update)).status == 200
+    assert (await hook.get("/readyz"))[1]["checks"]["redis"] == {"status": "ok"}
+    throwaway_redis.stop()
+    assert (await hook.post(message_update(user(uid()), "two"))).status == 200
+    status, body = await hook.get("/readyz")
+    assert (status, body["checks"]["redis"]) == (200, {"status": "degraded"})
+    assert len(hook.harness.telegram.calls_to("sendMessage")) == 2
 
 
 async def test_redelivery_is_deduplicated_across_replicas_through_redis(
