@@ -125,7 +125,9 @@ def create_dispatcher(
                 wait=settings.update_timeout_seconds,
             )
         )
-    database = DatabaseMiddleware(sessionmaker=resources.sessionmaker, cache=resources.cache)
+    database = DatabaseMiddleware(
+        sessionmaker=resources.sessionmaker, engine=resources.engine, cache=resources.cache
+    )
     for observer in (dp.message, dp.edited_message):
         # Inner: run only after a handler matched, so unmatched updates cost no session.
         observer.middleware(HandlerNameMiddleware())

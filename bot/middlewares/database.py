@@ -1,4 +1,5 @@
-"""One AsyncSession per update: committed when the handler succeeds, rolled back otherwise."""
+"""One AsyncSession per update (committed when the handler succeeds, rolled back otherwise) and
+the services handlers use."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.cache import Cache
 from bot.middlewares import NextHandler
@@ -17,12 +18,14 @@ class DatabaseMiddleware(BaseMiddleware):
     """Injects ``session`` and ``user_service``.
 
     Registered as an inner middleware, so it runs only once a handler has matched; the session
-    takes a pooled connection only when a handler first touches the database.
+    takes a pooled connection only when a handler first touches it.
     """
 
-    def __init__(self, *, sessionmaker: async_sessionmaker[AsyncSession], cache: Cache) -> None:
+    def __init__(
+        self, *, sessionmaker: async_sessionmaker[AsyncSession], engine: AsyncEngine, cache: Cache
+    ) -> None:
         self.sessionmaker = sessionmaker
-        self.cache = cache
+        self.user_service = UserService(engine=engine, cache=cache)
 
     async def __call__(
         self,
@@ -32,5 +35,5 @@ class DatabaseMiddleware(BaseMiddleware):
     ) -> Any:
         async with self.sessionmaker() as session, session.begin():
             data["session"] = session
-            data["user_service"] = UserService(session=session, cache=self.cache)
+            data["user_service"] = self.user_service
             return await handler(event, data)

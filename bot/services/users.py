@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -10,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import case, or_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import ReturningInsert
 
 from bot.cache import Cache
 from bot.db.models import User
@@ -45,10 +47,14 @@ _PROFILE_FIELDS = ("username", "first_name", "last_name", "language_code", "is_p
 
 
 class UserService:
-    """Registers users in the caller's session (the middleware opens and closes it)."""
+    """Registers users: one autocommitted upsert, with the cache in front of it.
 
-    def __init__(self, *, session: AsyncSession, cache: Cache) -> None:
-        self.session = session
+    Registration is durable when `register` returns, whatever the rest of the update does with
+    its own session: the reply announces it, so it must not roll back with a later failure.
+    """
+
+    def __init__(self, *, engine: AsyncEngine, cache: Cache) -> None:
+        self.engine = engine
         self.cache = cache
 
     async def register(self, profile: UserProfile) -> RegisteredUser:
@@ -59,11 +65,10 @@ class UserService:
         key = self.cache.key("user", profile.telegram_id)
         if await self._cached(key) == profile:
             return RegisteredUser(profile=profile, is_new=False)
+        # Stored before it is cached or announced: a write that failed after the greeting made
+        # Telegram's redelivery greet twice, and a cached profile whose row was never stored
+        # made the redelivery skip the write ("welcome back" to a user who does not exist).
         is_new = await self._upsert(profile)
-        # Durable before it is cached or announced: a commit failing after the greeting was sent
-        # made Telegram's redelivery greet twice, and a cached profile whose row rolled back made
-        # the redelivery skip the write ("welcome back" to a user who was never stored).
-        await self.session.commit()
         await self.cache.set(key, profile.model_dump_json(), PROFILE_TTL_SECONDS)
         return RegisteredUser(profile=profile, is_new=is_new)
 
@@ -79,29 +84,36 @@ class UserService:
             return None
 
     async def _upsert(self, profile: UserProfile) -> bool:
-        """One INSERT ... ON CONFLICT DO UPDATE ... RETURNING; True when the row is new.
-
-        Race-free: concurrent first contacts from one user resolve to one row in the database.
-        The row is new exactly when its created_at is the timestamp this call supplied.
-        """
+        """True when the row is new: its created_at is the timestamp this call supplied."""
         now = datetime.now(UTC)
-        dialect = self.session.bind.dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        # Against the Table, not the entity: the ORM's bulk-insert layer adds nothing to one
-        # upsert and costs ~12% of it (the dialect INSERT is compiled per call anyway: its
-        # ON CONFLICT construct has no cache key in SQLAlchemy 2.0, sqlalchemy#10445).
-        users = User.__table__
-        values = profile.model_dump()
-        statement = insert(users).values(**values, created_at=now, updated_at=now, last_seen_at=now)
-        excluded = statement.excluded
-        changed = or_(*(users.c[f].is_distinct_from(getattr(excluded, f)) for f in _PROFILE_FIELDS))
-        statement = statement.on_conflict_do_update(
-            index_elements=[users.c.telegram_id],
-            set_={
-                **{f: getattr(excluded, f) for f in _PROFILE_FIELDS},
-                "updated_at": case((changed, excluded.updated_at), else_=users.c.updated_at),
-                "last_seen_at": excluded.last_seen_at,
-            },
-        ).returning(users.c.created_at)
-        created_at = (await self.session.execute(statement)).scalar_one()
+        values = {**profile.model_dump(), "created_at": now, "updated_at": now, "last_seen_at": now}
+        async with self.engine.connect() as connection:
+            # One statement is atomic by itself. Autocommit spares BEGIN and COMMIT, two round
+            # trips during which the pooled connection is held: at concurrency 32 that longer
+            # hold overflowed the pool (5 + 10) and made it open and close connections nonstop.
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            statement = _upsert_statement(connection.dialect.name)
+            created_at = (await connection.execute(statement, values)).scalar_one()
         return created_at == now
+
+
+@functools.cache
+def _upsert_statement(dialect: str) -> ReturningInsert[tuple[datetime]]:
+    """INSERT ... ON CONFLICT DO UPDATE ... RETURNING created_at, built once per dialect.
+
+    Race-free: concurrent first contacts from one user resolve to one row. Built once and
+    compiled once (SQLAlchemy caches it by structure); values arrive as parameters. Against the
+    Table, not the entity: the ORM's bulk-insert layer adds nothing to one upsert.
+    """
+    users = User.__table__
+    statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(users)
+    excluded = statement.excluded
+    changed = or_(*(users.c[f].is_distinct_from(excluded[f]) for f in _PROFILE_FIELDS))
+    return statement.on_conflict_do_update(
+        index_elements=[users.c.telegram_id],
+        set_={
+            **{f: excluded[f] for f in _PROFILE_FIELDS},
+            "updated_at": case((changed, excluded.updated_at), else_=users.c.updated_at),
+            "last_seen_at": excluded.last_seen_at,
+        },
+    ).returning(users.c.created_at)

@@ -9,13 +9,15 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from aiogram import F
+from aiogram.types import Message
+from sqlalchemy import Insert, event, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from bot.services.users import UserProfile, UserService
 from tests.integration.conftest import Harness
-from tests.support.updates import start_update, user
+from tests.support.updates import message_update, start_update, user
 
 
 @contextmanager
@@ -34,9 +36,8 @@ def count_writes(engine: AsyncEngine) -> Iterator[list[str]]:
 
 
 async def register(h: Harness, profile: UserProfile) -> bool:
-    async with h.resources.sessionmaker() as session, session.begin():
-        service = UserService(session=session, cache=h.resources.cache)
-        return (await service.register(profile)).is_new
+    service = UserService(engine=h.resources.engine, cache=h.resources.cache)
+    return (await service.register(profile)).is_new
 
 
 async def test_warm_start_with_unchanged_profile_writes_nothing(harness: Harness) -> None:
@@ -85,15 +86,19 @@ async def test_fifty_concurrent_first_starts_create_one_row(harness: Harness) ->
     assert texts.count("Welcome back, Rush!") == 49
 
 
-async def test_registration_is_committed_before_it_is_cached_or_announced(
+async def test_registration_is_stored_before_it_is_cached_or_announced(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Found by tests/e2e (PostgreSQL restarted mid-run): the commit used to run after the reply.
-    async def commit_fails(_session: AsyncSession) -> None:
-        raise OperationalError("COMMIT", {}, ConnectionResetError())
+    real_execute = AsyncConnection.execute
+
+    async def write_fails(connection: AsyncConnection, statement: Any, *args: Any) -> Any:
+        if isinstance(statement, Insert):
+            raise OperationalError("INSERT", {}, ConnectionResetError())
+        return await real_execute(connection, statement, *args)
 
     uid = random.randint(10**9, 2 * 10**9)
-    monkeypatch.setattr(AsyncSession, "commit", commit_fails)
+    monkeypatch.setattr(AsyncConnection, "execute", write_fails)
     with pytest.raises(OperationalError):
         await harness.feed(start_update(user(uid, "Late")))
     assert harness.telegram.calls_to("sendMessage") == []  # nothing announced
@@ -104,3 +109,26 @@ async def test_registration_is_committed_before_it_is_cached_or_announced(
         "Hello, Late! Nice to meet you. Send me anything, or /help."
     ]
     assert await harness.count_users(uid) == 1
+
+
+async def test_registration_survives_a_handler_that_fails_after_it(harness: Harness) -> None:
+    # The greeting is the promise that the user is stored, so the registration must not roll
+    # back with the update's session when the handler fails later.
+    uid = random.randint(10**9, 2 * 10**9)
+    rollbacks: list[object] = []
+
+    async def register_then_fail(
+        message: Message, user_service: UserService, session: AsyncSession
+    ) -> None:
+        assert message.from_user is not None
+        await user_service.register(UserProfile(telegram_id=uid, first_name="Kept"))
+        event.listen(session.sync_session, "after_rollback", rollbacks.append)
+        await session.execute(text("SELECT 1"))  # the update's own transaction is in use too
+        raise RuntimeError("handler failed after registering")
+
+    harness.dp.message.register(register_then_fail, F.text == "/fail-after-register")
+    await harness.feed(message_update(user(uid, "Kept"), "/fail-after-register"))
+    assert len(rollbacks) == 1  # the update's transaction did roll back
+    assert await harness.count_users(uid) == 1
+    cached = await harness.resources.cache.get(harness.resources.cache.key("user", uid))
+    assert cached is not None
