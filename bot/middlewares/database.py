@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiogram import BaseMiddleware
+from aiogram.dispatcher.event.handler import HandlerObject
 from aiogram.types import TelegramObject
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -15,10 +16,9 @@ from bot.services.users import UserService
 
 
 class DatabaseMiddleware(BaseMiddleware):
-    """Injects ``session`` and ``user_service``.
+    """Injects ``user_service``, and ``session`` for handlers that take one.
 
-    Registered as an inner middleware, so it runs only once a handler has matched; the session
-    takes a pooled connection only when a handler first touches it.
+    Registered as an inner middleware, so it runs only once a handler has matched.
     """
 
     def __init__(
@@ -33,7 +33,12 @@ class DatabaseMiddleware(BaseMiddleware):
         event: TelegramObject,
         data: dict[str, Any],
     ) -> Any:
+        data["user_service"] = self.user_service
+        target: HandlerObject | None = data.get("handler")
+        if target is not None and not target.varkw and "session" not in target.params:
+            # aiogram passes a handler only the data it names, so nobody would see this session;
+            # /start, the hottest handler, takes none (its service writes on its own).
+            return await handler(event, data)
         async with self.sessionmaker() as session, session.begin():
             data["session"] = session
-            data["user_service"] = self.user_service
             return await handler(event, data)
