@@ -14,7 +14,7 @@ from aiohttp import web
 
 from bot.app import create_bot, create_dispatcher, open_resources, prepare_schema
 from bot.config import Settings
-from bot.lifecycle import InFlightMiddleware, ServerState, until_signalled
+from bot.lifecycle import InFlightMiddleware, ServerState, settle_heap, until_signalled
 from bot.web import create_probe_app
 
 log = structlog.get_logger(__name__)
@@ -47,6 +47,7 @@ async def run_polling(settings: Settings) -> None:
                 close_bot_session=False,
             )
         )
+        settle_heap()
         log.info("polling_started", probes_port=settings.port)
         await until_signalled(also=polling)
         state.draining = True

@@ -7,7 +7,6 @@ done, 5xx when a retry can succeed (Telegram then redelivers), 4xx for input tha
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import secrets
 from contextlib import AsyncExitStack
@@ -24,7 +23,7 @@ from pydantic import ValidationError
 from bot.app import Resources, create_bot, create_dispatcher, open_resources, prepare_schema
 from bot.config import Settings
 from bot.db.schema import SCHEMA_REVISION, schema_revision
-from bot.lifecycle import ServerState, until_signalled
+from bot.lifecycle import ServerState, settle_heap, until_signalled
 from bot.observability.metrics import DB_POOL_IN_USE, READY, WEBHOOK_REQUESTS
 from bot.retry_policy import is_retryable
 
@@ -217,9 +216,7 @@ async def run_server(settings: Settings) -> None:
         if settings.webhook_url:
             registration = asyncio.create_task(register_webhook(settings, bot, dp))
             stack.callback(registration.cancel)
-        # Start-up garbage (aiogram's models, imports) is permanent: keep the collector off it.
-        gc.collect()
-        gc.freeze()
+        settle_heap()
         await until_signalled()
         state.draining = True
         log.info("shutdown_started", in_flight=state.in_flight)

@@ -9,8 +9,6 @@ from datetime import UTC, datetime
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import case, or_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -105,8 +103,13 @@ def _upsert_statement(dialect: str) -> ReturningInsert[tuple[datetime]]:
     compiled once (SQLAlchemy caches it by structure); values arrive as parameters. Against the
     Table, not the entity: the ORM's bulk-insert layer adds nothing to one upsert.
     """
+    # Only the dialect in use is imported: each costs memory in every process.
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # noqa: PLC0415
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # noqa: PLC0415
     users = User.__table__
-    statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(users)
+    statement = insert(users)
     excluded = statement.excluded
     changed = or_(*(users.c[f].is_distinct_from(excluded[f]) for f in _PROFILE_FIELDS))
     return statement.on_conflict_do_update(
