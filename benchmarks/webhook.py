@@ -4,8 +4,10 @@
 
 Every variant runs in this one invocation against the same fake Bot API process, so the ratios
 are meaningful on a noisy machine. Ours runs with PostgreSQL and Redis (the machine's; its own
-database and key prefix), dedup, metrics and JSON logs; flood control is off in both (it paces
-replies to Telegram's limits by design, which a throughput test would only measure as sleep).
+database and key prefix), dedup, metrics and JSON logs, and the database pool the chart deploys
+(10 + 5); one more row shows new users with the settings' default pool (5 + 10), which
+concurrency 32 overflows. Flood control is off in both (it paces replies to Telegram's limits by
+design, which a throughput test would only measure as sleep).
 Tracing variants send OTLP to the fake API's sink at sampling ratios 0.1 and 1.0.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -39,6 +42,9 @@ ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SECRET = "bench-secret"
 USERS = 500
+# charts/hello-bot/values.yaml (bot.dbPoolSize, bot.dbMaxOverflow); tests/chart holds them equal.
+CHART_POOL = {"DB_POOL_SIZE": "10", "DB_MAX_OVERFLOW": "5"}
+DEFAULT_POOL = {"DB_POOL_SIZE": "5", "DB_MAX_OVERFLOW": "10"}
 
 
 @dataclass
@@ -63,6 +69,9 @@ async def bare(api: str, updates: int, concurrency: int, *, freeze: bool) -> Row
     return Row(name, result, child.peak_rss, startup)
 
 
+_new_user_ids = itertools.count(10_000_000)
+
+
 def _users(count: int, offset: int = 0) -> list[int]:
     return [1_000_000 + offset + (i % USERS) for i in range(count)]
 
@@ -75,6 +84,7 @@ async def ours(
     *,
     new_users: bool,
     ratio: float | None,
+    pool: dict[str, str] = CHART_POOL,
 ) -> Row:
     port = free_port()
     env = {
@@ -90,6 +100,7 @@ async def ours(
         "PORT": str(port),
         "TELEGRAM_RATE_LIMIT": "0",
         "TELEGRAM_CHAT_RATE_LIMIT": "0",
+        **pool,
     }
     if ratio is not None:
         env |= {
@@ -102,13 +113,15 @@ async def ours(
         url = f"http://127.0.0.1:{port}/webhook"
         # Warm-up registers the returning users (and warms pools and the cache); not measured.
         await drive(url, start_updates(1, _users(USERS)), concurrency=concurrency, secret=SECRET)
-        offset = 10_000_000 if new_users else 0
-        users = [1_000_000 + offset + i for i in range(updates)] if new_users else _users(updates)
+        # New users: ids no earlier run in this database has seen.
+        users = [next(_new_user_ids) for _ in range(updates)] if new_users else _users(updates)
         result = await drive(
             url, start_updates(100_000, users), concurrency=concurrency, secret=SECRET
         )
     kind = "new users (insert)" if new_users else "returning users"
     tracing = "" if ratio is None else f", tracing {ratio:g}"
+    if pool is not CHART_POOL:
+        kind += f", pool {pool['DB_POOL_SIZE']}+{pool['DB_MAX_OVERFLOW']}"
     return Row(f"hello-bot {kind}{tracing}", result, child.peak_rss, startup)
 
 
@@ -148,7 +161,11 @@ async def main(updates: int, concurrency: int, tracing: bool) -> None:
                 await bare(api, updates, concurrency, freeze=True),
                 await ours(api, database_url, updates, concurrency, new_users=False, ratio=None),
                 await ours(api, database_url, updates, concurrency, new_users=True, ratio=None),
-            ]
+                await ours(
+                    api, database_url, updates, concurrency, new_users=True, ratio=None,
+                    pool=DEFAULT_POOL,
+                ),
+            ]  # fmt: skip
             if tracing:
                 for ratio in (0.1, 1.0):
                     rows.append(

@@ -9,6 +9,7 @@ from typing import Any
 
 import helm_python as helm
 import pytest
+import yaml
 
 from .helpers import CHART_DIR, REQUIRED, deep_merge
 
@@ -151,3 +152,13 @@ def test_readme_documents_every_value_and_the_budget(chart: helm.Chart) -> None:
         assert heading in readme
     assert "volatile-lru" in readme
     assert "**672Mi** (800Mi with operator)" in readme
+
+
+def test_the_webhook_benchmark_runs_the_pool_the_chart_deploys() -> None:
+    from benchmarks.webhook import CHART_POOL  # noqa: PLC0415 - only this test needs it
+
+    bot = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["bot"]
+    assert {
+        "DB_POOL_SIZE": str(bot["dbPoolSize"]),
+        "DB_MAX_OVERFLOW": str(bot["dbMaxOverflow"]),
+    } == CHART_POOL
