@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import psutil
+from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,6 +101,22 @@ async def running(child: Child) -> AsyncIterator[Child]:
         yield child
     finally:
         await child.stop()
+
+
+@contextlib.asynccontextmanager
+async def drop_keys_after(redis_url: str, prefix: str) -> AsyncIterator[None]:
+    """Deletes `prefix:*` from Redis afterwards: dedup keys live 25 h, and the machine's Redis
+    is shared with the test suite, whose clean-up SCANs every key."""
+    try:
+        yield
+    finally:
+        client = Redis.from_url(redis_url)
+        try:
+            keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+            for start in range(0, len(keys), 1000):
+                await client.unlink(*keys[start : start + 1000])
+        finally:
+            await client.aclose()
 
 
 @dataclass

@@ -31,6 +31,7 @@ from benchmarks.harness import (
     Child,
     LoadResult,
     drive,
+    drop_keys_after,
     free_port,
     import_seconds,
     running,
@@ -108,7 +109,10 @@ async def ours(
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
             "OTEL_TRACES_SAMPLER_ARG": str(ratio),
         }
-    async with running(Child(["-m", "bot", "serve"], env)) as child:
+    async with (
+        drop_keys_after(REDIS_URL, env["PROJECT_NAME"]),
+        running(Child(["-m", "bot", "serve"], env)) as child,
+    ):
         startup = await child.wait_http(f"http://127.0.0.1:{port}/readyz")
         url = f"http://127.0.0.1:{port}/webhook"
         # Warm-up registers the returning users (and warms pools and the cache); not measured.

@@ -101,7 +101,8 @@ async def redis_cleanup(project_name: str) -> AsyncIterator[None]:
     yield
     client = Redis.from_url(REDIS_URL)
     try:
-        keys = [key async for key in client.scan_iter(match=f"{project_name}:*")]
+        # count=1000: the machine's Redis is shared, and SCAN walks all of its keys.
+        keys = [key async for key in client.scan_iter(match=f"{project_name}:*", count=1000)]
         if keys:
             await client.delete(*keys)
     finally:
