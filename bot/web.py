@@ -24,6 +24,7 @@ from bot.app import Resources, create_bot, create_dispatcher, open_resources, pr
 from bot.config import Settings
 from bot.db.schema import SCHEMA_REVISION, schema_revision
 from bot.lifecycle import ServerState, settle_heap, until_signalled
+from bot.middlewares.dedup import CLAIM_WAIT_SECONDS
 from bot.observability.metrics import DB_POOL_IN_USE, READY, WEBHOOK_REQUESTS
 from bot.retry_policy import is_retryable
 
@@ -110,7 +111,8 @@ def create_app(
         bot=bot,
         secret=settings.require_webhook_secret(),
         state=state,
-        timeout=settings.update_timeout_seconds,
+        # Waiting for a concurrent worker's claim comes on top of processing, not out of it.
+        timeout=settings.update_timeout_seconds + CLAIM_WAIT_SECONDS,
     ).register(app, path=settings.webhook_path)
     return app
 

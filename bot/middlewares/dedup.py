@@ -30,6 +30,11 @@ log = structlog.get_logger(__name__)
 PROCESSING, DONE = "processing", "done"
 DONE_TTL_SECONDS = 25 * 3600.0
 POLL_INTERVAL_SECONDS = 0.05
+# How long a redelivery waits for the worker holding its claim before it is answered 503 (and
+# Telegram retries later). Short, and added on top of the processing deadline by the webhook:
+# when the wait came out of that deadline, an update claimed late in it was cut off after its
+# reply had gone out, released, and answered again (tests/e2e, SIGKILL scenario).
+CLAIM_WAIT_SECONDS = 5.0
 
 
 class DeduplicationMiddleware(BaseMiddleware):

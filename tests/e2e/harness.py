@@ -45,7 +45,7 @@ from bot.db.migrations import upgrade_to_head
 from bot.db.models import User
 from tests.conftest import TEST_SECRET, TEST_TOKEN
 from tests.support.bot_process import BotProcess
-from tests.support.fake_telegram import FakeTelegram, Scripted
+from tests.support.fake_telegram import Call, FakeTelegram, Scripted
 from tests.support.servers import ThrowawayPostgres, ThrowawayRedis
 from tests.support.updates import message_update, user
 
@@ -612,6 +612,80 @@ async def sigterm_handover(env: Environment, sizes: Sizes) -> Row:
     return row
 
 
+async def sigkill_handover(env: Environment, sizes: Sizes) -> Row:
+    """SIGKILL mid-run (the OOM killer, a lost node): nothing drains, claims stay in Redis. The
+    simulated Telegram moves to a new process; the updates the dead one had claimed are answered
+    503 ("in progress elsewhere") until their claims expire (UPDATE_TIMEOUT_SECONDS + 30 s),
+    then processed once. A reply the dead process had sent for an update it had not yet
+    acknowledged is Telegram's to keep (no transaction spans Telegram and Redis): it counts as
+    an ack-lost duplicate, like a lost answer in scenario 6."""
+    row = Row("8 sigkill + new process")
+    items = Traffic(max(10, sizes.updates // 10)).make(sizes.updates)
+    rng = random.Random(13)
+    fake = FakeTelegram()
+    # Slow replies that take effect when sent, so some are mid-flight when the process dies.
+    fake.faults = lambda method, _p: (
+        Scripted(delay=rng.uniform(0, 0.3), delivered=True) if method == "sendMessage" else None
+    )
+    await fake.start()
+    project = f"e2e-{uuid.uuid4().hex[:10]}"
+    extra = {"UPDATE_TIMEOUT_SECONDS": "2"}  # claims of the dead process expire after 32 s
+    # Its own token tells the dead process's calls apart, including requests it wrote just
+    # before dying that the fake reads only afterwards.
+    old_token = "987654321:AAHoldPROCESSthatGetsKilled_xyz1234"
+    old = BotProcess(bot_env(env, fake, project, BOT_TOKEN=old_token, **extra), cwd=env.workdir)
+    new = BotProcess(bot_env(env, fake, project, **extra), cwd=env.workdir)
+    started = time.monotonic()
+    in_flight: list[Call] = []
+    unacknowledged: list[Call] = []
+    try:
+        await asyncio.gather(old.start(), new.start())
+        sim = SimulatedTelegram(old.url)
+        async with sim.running():
+
+            async def chaos() -> None:
+                await wait_until(lambda: sim.acked >= len(items) // 3, 120, "a third acked")
+                old.signal(signal.SIGKILL)
+                acked = {item.update_id for item in items if item.acked}
+                in_flight.extend(c for c in fake.calls_to("sendMessage") if c.status is None)
+                code = await old.wait(10)
+                if code != -signal.SIGKILL:
+                    row.failures.append(f"old process exited with {code}, not SIGKILL")
+                sim.target = new.url  # the Service now routes to the new Pod
+                await asyncio.sleep(0.5)  # the fake's handlers of those calls finish their delay
+                unacknowledged.extend(
+                    c
+                    for c in fake.calls_to("sendMessage")
+                    if c.token == old_token and int(c.params["message_thread_id"]) not in acked
+                )
+                for call in unacknowledged:
+                    # Took effect at Telegram, but the update was never acknowledged, so
+                    # Telegram redelivers it: for the account, its answer was lost.
+                    call.status = 0
+
+            await asyncio.gather(sim.run(items, rate=sizes.rate, give_up_after=90), chaos())
+        account(row, items, fake, sim)
+        if not in_flight:
+            row.failures.append("no reply was in flight at SIGKILL: the crash went untested")
+    finally:
+        code = await new.stop()
+        if code != 0:
+            row.failures.append(f"the new process exited with {code}")
+        await old.stop()  # already dead; reaps it if the kill never happened
+        for process in (old, new):
+            row.notes.extend(_crash_lines(process))
+        await fake.stop()
+        await drop_keys(env.redis_url, project)
+        row.seconds = time.monotonic() - started
+    row.notes.append(
+        f"{len(unacknowledged)} replies sent for updates not yet acknowledged at SIGKILL "
+        f"({len(in_flight)} of them in flight); {sim.statuses.get(503, 0)} answers 503 "
+        f"(claimed by the dead process), {sim.statuses.get(0, 0)} connection errors, all "
+        "redelivered"
+    )
+    return row
+
+
 async def bot_api_faults(env: Environment, sizes: Sizes) -> Row:
     """The Bot API misbehaves: a 429 storm, then 5xx bursts, hangs, and sends that take effect
     while their answer is lost (the one case a retry can duplicate)."""
@@ -782,4 +856,5 @@ SCENARIOS: dict[str, Callable[[Environment, Sizes], Awaitable[Row]]] = {
     "sigterm": sigterm_handover,
     "bot_api": bot_api_faults,
     "hostile": hostile,
+    "sigkill": sigkill_handover,
 }

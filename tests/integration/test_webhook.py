@@ -332,3 +332,25 @@ async def test_redelivery_is_deduplicated_across_replicas_through_redis(
     statuses = await asyncio.gather(*(r.post(update) for r in replicas * 3))
     assert {s.status for s in statuses} == {200}
     assert len(replicas[0].harness.telegram.calls_to("sendMessage")) == 1
+
+
+async def test_a_claim_freed_late_in_the_wait_still_gets_the_whole_processing_deadline(
+    serve: Callable[[Harness], Awaitable[Webhook]], make_harness: MakeHarness, database_url: str
+) -> None:
+    # Found by tests/e2e (SIGKILL scenario): the claim wait came out of the update deadline, so
+    # an update claimed late was cut off after its reply went out, released, and sent again.
+    h = await make_harness(
+        database_url=database_url, redis_url="", webhook_secret=TEST_SECRET,
+        update_timeout_seconds=1.0,
+    )  # fmt: skip
+    webhook = await serve(h)
+    update = message_update(user(uid()), "after a crash")
+    key = h.resources.cache.key("update", update["update_id"])
+    await h.resources.cache.set_nx(key, "processing", 0.9)  # a dead worker's claim, expiring
+    h.telegram.script("sendMessage", Scripted(delay=0.6, body=None, delivered=True))
+
+    first = await webhook.post(update)  # claimed at ~0.9 s, then 0.6 s of sending
+    again = await webhook.post(update)  # Telegram's redelivery, had the first failed
+
+    assert (first.status, again.status) == (200, 200)
+    assert len(h.telegram.calls_to("sendMessage")) == 1

@@ -73,6 +73,8 @@ def test_secrets_are_masked_and_never_in_repr() -> None:
         ({"webhook_secret": "spaces are not allowed"}, "WEBHOOK_SECRET"),
         ({"environment": "staging"}, "ENVIRONMENT"),
         ({"db_pool_size": 0}, "DB_POOL_SIZE"),
+        # + the 5 s claim wait must stay under Telegram's 60 s webhook timeout
+        ({"update_timeout_seconds": 55}, "UPDATE_TIMEOUT_SECONDS"),
     ],
 )
 def test_invalid_settings_raise_one_line_naming_the_variable(
