@@ -7,6 +7,7 @@ import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiogram.types import Update
 from asyncpg.exceptions import (
@@ -89,6 +90,34 @@ async def test_database_outage_propagates_as_retryable_and_recovers(
     throwaway_pg.start()
     await h.feed(start_update(user(uid, "Dee")))
     assert h.telegram.sent_texts() == ["Hello, Dee! Nice to meet you. Send me anything, or /help."]
+    assert await h.count_users(uid) == 1
+
+
+async def test_a_postgresql_shutting_down_is_retried_not_apologised_for(
+    make_harness: MakeHarness, throwaway_pg: ThrowawayPostgres
+) -> None:
+    # Found by tests/e2e (PostgreSQL restarted mid-run) after the move to SQLAlchemy 2.1, which
+    # wraps this connect-time error in a plain DBAPIError: the user got an apology and was lost.
+    engine = create_async_engine(throwaway_pg.url())
+    await upgrade_to_head(engine)
+    await engine.dispose()
+    h = await make_harness(database_url=throwaway_pg.url(), redis_url="")
+    uid = random.randint(10**9, 2 * 10**9)
+    session = await asyncpg.connect(throwaway_pg.url().replace("+asyncpg", ""))
+    await h.resources.engine.dispose()  # the update must open a connection, as after a restart
+    throwaway_pg.begin_smart_shutdown()  # waits for `session`; refuses new connections
+
+    with pytest.raises(Exception) as caught:  # which exception is checked below
+        await h.feed(start_update(user(uid, "Sam")))
+    assert "shutting down" in str(caught.value)
+    assert is_retryable(caught.value), repr(caught.value)
+    assert h.telegram.sent_texts() == []  # no apology: the update will be redelivered
+
+    await session.close()  # the server now finishes stopping
+    throwaway_pg.stop()
+    throwaway_pg.start()
+    await h.feed(start_update(user(uid, "Sam")))
+    assert h.telegram.sent_texts() == ["Hello, Sam! Nice to meet you. Send me anything, or /help."]
     assert await h.count_users(uid) == 1
 
 

@@ -135,6 +135,15 @@ class ThrowawayPostgres:
             stderr=subprocess.DEVNULL,
         )
 
+    def begin_smart_shutdown(self) -> None:
+        """Asks the server to stop once its sessions end, and returns at once: meanwhile it
+        refuses new connections with "the database system is shutting down" (SQLSTATE 57P03)."""
+        subprocess.run(
+            [*self._run_as, _pg_bin("pg_ctl"), "-D", str(self.data), "-m", "smart", "-W", "stop"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)
