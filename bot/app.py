@@ -22,7 +22,7 @@ from bot.db.schema import SCHEMA_REVISION, schema_revision
 from bot.errors import SchemaNotReadyError
 from bot.handlers import common, errors, start
 from bot.middlewares.database import DatabaseMiddleware
-from bot.middlewares.dedup import CLAIM_WAIT_SECONDS, DeduplicationMiddleware
+from bot.middlewares.dedup import DeduplicationMiddleware
 from bot.middlewares.observability import HandlerNameMiddleware, UpdateObserverMiddleware
 from bot.observability.tracing import start_tracing
 from bot.outbound import FloodControlMiddleware, RetryMiddleware, pin_response_models
@@ -119,11 +119,7 @@ def create_dispatcher(
     )
     if deduplicate:
         dp.update.outer_middleware(
-            DeduplicationMiddleware(
-                cache=resources.cache,
-                processing_ttl=settings.update_timeout_seconds + 30,
-                wait=CLAIM_WAIT_SECONDS,
-            )
+            DeduplicationMiddleware(cache=resources.cache, deadline=settings.update_timeout_seconds)
         )
     database = DatabaseMiddleware(
         sessionmaker=resources.sessionmaker, engine=resources.engine, cache=resources.cache

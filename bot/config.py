@@ -38,8 +38,8 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=5, ge=1, le=100)
     db_max_overflow: int = Field(default=10, ge=0, le=100)
     shutdown_grace_seconds: float = Field(default=20.0, gt=0, le=300)
-    # Processing deadline; the webhook answers within it + 5 s (the dedup claim wait), so at
-    # most 55 s: under Telegram's 60 s.
+    # Processing deadline, counted from the update's claim; the webhook answers within it plus
+    # the claim wait (5 s), so at most 55 s: under Telegram's 60 s.
     update_timeout_seconds: float = Field(default=25.0, gt=0, le=50)
     # Standard OpenTelemetry variables this code reads itself; the SDK reads the rest.
     otel_exporter_otlp_endpoint: str = ""

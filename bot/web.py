@@ -24,7 +24,6 @@ from bot.app import Resources, create_bot, create_dispatcher, open_resources, pr
 from bot.config import Settings
 from bot.db.schema import SCHEMA_REVISION, schema_revision
 from bot.lifecycle import ServerState, settle_heap, until_signalled
-from bot.middlewares.dedup import CLAIM_WAIT_SECONDS
 from bot.observability.metrics import DB_POOL_IN_USE, READY, WEBHOOK_REQUESTS
 from bot.retry_policy import is_retryable
 
@@ -44,13 +43,12 @@ class WebhookHandler(SimpleRequestHandler):
     """aiogram's request handler, processing in the request (``handle_in_background=False``)."""
 
     def __init__(
-        self, *, dispatcher: Dispatcher, bot: Bot, secret: str, state: ServerState, timeout: float
+        self, *, dispatcher: Dispatcher, bot: Bot, secret: str, state: ServerState
     ) -> None:
         super().__init__(
             dispatcher=dispatcher, bot=bot, handle_in_background=False, secret_token=secret
         )
         self.state = state
-        self.timeout = timeout
 
     async def close(self) -> None:
         """The bot session outlives the app (it is closed after the drain), so nothing here."""
@@ -88,8 +86,9 @@ class WebhookHandler(SimpleRequestHandler):
 
     async def _process(self, update: Update) -> web.Response:
         try:
-            async with asyncio.timeout(self.timeout):
-                await self.dispatcher.feed_update(self.bot, update, **self.data)
+            # The deadline (UPDATE_TIMEOUT_SECONDS) is the dedup middleware's: it starts when the
+            # update is claimed, after any wait for a concurrent redelivery (at most 5 s).
+            await self.dispatcher.feed_update(self.bot, update, **self.data)
         except TimeoutError:
             log.warning("update_deadline_exceeded", update_id=update.update_id)
             return _answer(503, error="deadline exceeded")
@@ -111,8 +110,6 @@ def create_app(
         bot=bot,
         secret=settings.require_webhook_secret(),
         state=state,
-        # Waiting for a concurrent worker's claim comes on top of processing, not out of it.
-        timeout=settings.update_timeout_seconds + CLAIM_WAIT_SECONDS,
     ).register(app, path=settings.webhook_path)
     return app
 

@@ -1,4 +1,5 @@
-"""Exactly-once updates: each update_id is claimed before processing and marked done after.
+"""Exactly-once updates: each update_id is claimed before processing and marked done after;
+processing has a deadline, counted from the claim.
 
 A claim is `SET NX` on ``<project>:update:<id>`` (memory fallback when Redis is away):
 - "processing" with a short TTL while a worker has it, so a crashed worker's claim expires and
@@ -31,19 +32,21 @@ PROCESSING, DONE = "processing", "done"
 DONE_TTL_SECONDS = 25 * 3600.0
 POLL_INTERVAL_SECONDS = 0.05
 # How long a redelivery waits for the worker holding its claim before it is answered 503 (and
-# Telegram retries later). Short, and added on top of the processing deadline by the webhook:
-# when the wait came out of that deadline, an update claimed late in it was cut off after its
-# reply had gone out, released, and answered again (tests/e2e, SIGKILL scenario).
+# Telegram retries later). The processing deadline starts after it: when the wait came out of
+# the deadline, an update claimed late was cut off after its reply had gone out, released, and
+# answered again (tests/e2e, SIGKILL scenario).
 CLAIM_WAIT_SECONDS = 5.0
 
 
 class DeduplicationMiddleware(BaseMiddleware):
     """Outer middleware on ``update``; registered inside the observer so duplicates are logged."""
 
-    def __init__(self, *, cache: Cache, processing_ttl: float, wait: float) -> None:
+    def __init__(self, *, cache: Cache, deadline: float, wait: float = CLAIM_WAIT_SECONDS) -> None:
         self.cache = cache
-        # The claim outlives the update deadline, so it never expires under a live worker.
-        self.processing_ttl = processing_ttl
+        # Counted from the claim, so waiting for another worker never eats into it.
+        self.deadline = deadline
+        # The claim outlives the deadline, so it never expires under a live worker.
+        self.processing_ttl = deadline + 30
         self.wait = wait
 
     async def __call__(
@@ -62,12 +65,14 @@ class DeduplicationMiddleware(BaseMiddleware):
             log.info("update_duplicate_skipped")
             return None
         try:
-            result = await handler(event, data)
+            async with asyncio.timeout(self.deadline):
+                result = await handler(event, data)
         except Exception as exc:
-            # Bugs are final (the errors router reports them); outages are retried by Telegram.
+            # Bugs are final (the errors router reports them); outages and the deadline
+            # (TimeoutError) are retried by Telegram.
             await (self.cache.delete(key) if is_retryable(exc) else self._done(key))
             raise
-        except BaseException:  # cancelled by the update deadline or shutdown: let it be redelivered
+        except BaseException:  # cancelled by shutdown: let it be redelivered
             await self.cache.delete(key)
             raise
         await self._done(key)

@@ -175,7 +175,7 @@ async def test_an_update_done_before_redis_lost_its_keys_is_not_processed_again(
     redis = create_redis(REDIS_URL)
     try:
         cache = Cache(prefix=project_name, redis=redis)
-        dedup = DeduplicationMiddleware(cache=cache, processing_ttl=60, wait=1)
+        dedup = DeduplicationMiddleware(cache=cache, deadline=30, wait=1)
         calls: list[int] = []
 
         async def handler(_event: object, _data: dict[str, object]) -> None:

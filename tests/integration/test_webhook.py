@@ -354,3 +354,19 @@ async def test_a_claim_freed_late_in_the_wait_still_gets_the_whole_processing_de
 
     assert (first.status, again.status) == (200, 200)
     assert len(h.telegram.calls_to("sendMessage")) == 1
+
+
+async def test_an_update_over_its_deadline_is_503_and_its_redelivery_is_processed(
+    serve: Callable[[Harness], Awaitable[Webhook]], make_harness: MakeHarness, database_url: str
+) -> None:
+    h = await make_harness(
+        database_url=database_url, redis_url="", webhook_secret=TEST_SECRET,
+        update_timeout_seconds=0.5,
+    )  # fmt: skip
+    webhook = await serve(h)
+    h.telegram.script("sendMessage", Scripted(delay=3.0, body=None))  # hangs past the deadline
+    update = message_update(user(uid()), "slow")
+
+    assert (await webhook.post(update)).status == 503  # Telegram will redeliver
+    assert (await webhook.post(update)).status == 200  # the claim was released: processed
+    assert len(h.telegram.calls_to("sendMessage")) == 2

@@ -17,7 +17,7 @@ UPDATE = Update(update_id=1)
 
 
 def middleware(cache: Cache, wait: float = 1.0) -> DeduplicationMiddleware:
-    return DeduplicationMiddleware(cache=cache, processing_ttl=60, wait=wait)
+    return DeduplicationMiddleware(cache=cache, deadline=30, wait=wait)
 
 
 async def test_second_delivery_is_skipped() -> None:
@@ -81,3 +81,28 @@ async def test_a_claim_held_too_long_elsewhere_is_in_progress() -> None:
 
     with pytest.raises(UpdateInProgressError):
         await middleware(cache, wait=0.1)(handler, UPDATE, {})
+
+
+async def test_the_deadline_releases_the_claim_so_the_update_comes_back() -> None:
+    cache = Cache(prefix="p")
+
+    async def hangs(_event: Any, _data: dict[str, Any]) -> None:
+        await asyncio.Event().wait()
+
+    dedup = DeduplicationMiddleware(cache=cache, deadline=0.05)
+    with pytest.raises(TimeoutError):
+        await dedup(hangs, UPDATE, {})
+    assert await cache.get("p:update:1") is None
+
+
+async def test_the_deadline_starts_when_the_claim_is_won() -> None:
+    cache = Cache(prefix="p")
+    await cache.set_nx("p:update:1", "processing", 1.2)  # a dead worker's claim, expiring
+
+    async def takes_a_while(_event: Any, _data: dict[str, Any]) -> str:
+        await asyncio.sleep(0.2)
+        return "done"
+
+    # 1.2 s of waiting, then 0.2 s of work: within a 1 s deadline only if it starts late.
+    dedup = DeduplicationMiddleware(cache=cache, deadline=1.0, wait=3.0)
+    assert await dedup(takes_a_while, UPDATE, {}) == "done"
