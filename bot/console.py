@@ -22,6 +22,7 @@ from aiogram.types import Chat, Message, MessageEntity, Update, User
 
 from bot.app import create_dispatcher, open_resources, prepare_schema
 from bot.config import Settings
+from bot.lifecycle import settle_heap
 
 CONSOLE_TOKEN = "1:console"  # noqa: S105 - never sent anywhere; aiogram only needs a well-formed token
 BOT_USER = User(id=1, is_bot=True, first_name="hello-bot", username="hello_bot")
@@ -97,6 +98,7 @@ async def run_console(
         await prepare_schema(settings, resources.engine)
         bot = Bot(token=CONSOLE_TOKEN, session=ConsoleSession(stdout))
         dp = create_dispatcher(settings, resources=resources, deduplicate=False)
+        settle_heap()
         if interactive:
             print("Console chat. Type /start, anything else, or Ctrl-D to quit.", file=stdout)
         loop = asyncio.get_running_loop()

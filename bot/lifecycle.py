@@ -17,9 +17,13 @@ from bot.middlewares import NextHandler
 
 
 def settle_heap() -> None:
-    """Called once start-up is done: start-up objects are permanent, start-up garbage is not."""
-    gc.collect()
-    gc.freeze()  # keeps the collector from scanning aiogram's models and the imports forever
+    """Called once start-up is done (`main` turned the collector off for it).
+
+    Start-up objects are permanent: frozen, so the collector never scans aiogram's models and
+    the imports again. No collection first: it took ~0.2 s of start-up and found ~1,700 objects.
+    """
+    gc.freeze()
+    gc.enable()
     # Import-time temporaries (pydantic building aiogram's ~450 models, above all) leave ~5 MiB
     # freed but resident in the C heap; glibc hands such pages back only when asked.
     with contextlib.suppress(OSError, AttributeError):  # no glibc (musl, macOS): keep them

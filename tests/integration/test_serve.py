@@ -182,3 +182,23 @@ async def test_a_client_hanging_up_mid_body_is_no_server_error(
             await asyncio.sleep(0.05)
     assert await bot.stop() == 0
     assert '"level": "error"' not in bot.text
+
+
+async def test_the_garbage_collector_runs_again_once_serve_is_up(
+    make_bot_process: Callable[..., BotProcess],
+) -> None:
+    # Start-up turns the collector off (and settle_heap() back on): a process left without it
+    # would grow with every reference cycle it ever made.
+    bot = make_bot_process()
+    await bot.start()
+
+    async def collections() -> float:
+        async with aiohttp.ClientSession() as http, http.get(bot.url + "/metrics") as r:
+            text = await r.text()
+        line = next(x for x in text.splitlines() if x.startswith("python_gc_collections_total"))
+        return float(line.rsplit(" ", 1)[1])  # the youngest generation comes first
+
+    before = await collections()
+    statuses = [await post(bot.url, start_update(user(uid(), "Gc"))) for _ in range(40)]
+    assert set(statuses) == {200}
+    assert await collections() > before
