@@ -17,7 +17,7 @@ from bot.middlewares import NextHandler
 
 
 def settle_heap() -> None:
-    """Called once start-up is done (`main` turned the collector off for it).
+    """Called once start-up is done (`bot.__main__` turned the collector off for it).
 
     Start-up objects are permanent: frozen, so the collector never scans aiogram's models and
     the imports again. No collection first: it took ~0.2 s of start-up and found ~1,700 objects.

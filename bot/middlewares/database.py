@@ -1,5 +1,5 @@
-"""One AsyncSession per update (committed when the handler succeeds, rolled back otherwise) and
-the services handlers use."""
+"""The services handlers use, and for a handler that takes one, the update's AsyncSession:
+committed when the handler succeeds, rolled back otherwise."""
 
 from __future__ import annotations
 
