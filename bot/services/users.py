@@ -52,7 +52,12 @@ class UserService:
     """
 
     def __init__(self, *, engine: AsyncEngine, cache: Cache) -> None:
-        self.engine = engine
+        # One statement is atomic by itself. Autocommit spares BEGIN and COMMIT, two round trips
+        # during which the pooled connection is held: at concurrency 32 that longer hold
+        # overflowed the pool and made it open and close connections nonstop. The option engine
+        # shares the pool (and the tracing hooks) of `engine`.
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.upsert = _upsert_statement(engine.dialect.name)
         self.cache = cache
 
     async def register(self, profile: UserProfile) -> RegisteredUser:
@@ -86,12 +91,7 @@ class UserService:
         now = datetime.now(UTC)
         values = {**profile.model_dump(), "created_at": now, "updated_at": now, "last_seen_at": now}
         async with self.engine.connect() as connection:
-            # One statement is atomic by itself. Autocommit spares BEGIN and COMMIT, two round
-            # trips during which the pooled connection is held: at concurrency 32 that longer
-            # hold overflowed the pool (5 + 10) and made it open and close connections nonstop.
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
-            statement = _upsert_statement(connection.dialect.name)
-            created_at = (await connection.execute(statement, values)).scalar_one()
+            created_at = (await connection.execute(self.upsert, values)).scalar_one()
         return created_at == now
 
 
