@@ -103,20 +103,25 @@ async def running(child: Child) -> AsyncIterator[Child]:
         await child.stop()
 
 
+async def drop_keys(redis_url: str, prefix: str) -> None:
+    """Deletes `prefix:*` from Redis. COUNT 1000: the machine's Redis is shared, and SCAN walks
+    every key in it."""
+    client = Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.unlink(*keys[start : start + 1000])
+    finally:
+        await client.aclose()
+
+
 @contextlib.asynccontextmanager
 async def drop_keys_after(redis_url: str, prefix: str) -> AsyncIterator[None]:
-    """Deletes `prefix:*` from Redis afterwards: dedup keys live 25 h, and the machine's Redis
-    is shared with the test suite, whose clean-up SCANs every key."""
+    """Dedup keys live 25 h: a run that left them made every later SCAN of that Redis slower."""
     try:
         yield
     finally:
-        client = Redis.from_url(redis_url)
-        try:
-            keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
-            for start in range(0, len(keys), 1000):
-                await client.unlink(*keys[start : start + 1000])
-        finally:
-            await client.aclose()
+        await drop_keys(redis_url, prefix)
 
 
 @dataclass

@@ -11,9 +11,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from benchmarks.harness import drop_keys_after
 from bot.config import Settings
 from bot.db.migrations import upgrade_to_head
 from tests.support.fake_telegram import FakeTelegram
@@ -98,15 +98,8 @@ def project_name() -> str:
 
 @pytest.fixture
 async def redis_cleanup(project_name: str) -> AsyncIterator[None]:
-    yield
-    client = Redis.from_url(REDIS_URL)
-    try:
-        # count=1000: the machine's Redis is shared, and SCAN walks all of its keys.
-        keys = [key async for key in client.scan_iter(match=f"{project_name}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    async with drop_keys_after(REDIS_URL, project_name):
+        yield
 
 
 @pytest.fixture

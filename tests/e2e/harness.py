@@ -37,10 +37,10 @@ from typing import Any
 
 import aiohttp
 import psutil
-from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from benchmarks.harness import drop_keys
 from bot.db.migrations import upgrade_to_head
 from bot.db.models import User
 from tests.conftest import TEST_SECRET, TEST_TOKEN
@@ -366,16 +366,6 @@ def bot_env(env: Environment, fake: FakeTelegram, project: str, **extra: str) ->
         "DB_POOL_SIZE": "10",
         **extra,
     }
-
-
-async def drop_keys(redis_url: str, project: str) -> None:
-    client = Redis.from_url(redis_url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{project}:*", count=1000)]
-        for start in range(0, len(keys), 1000):
-            await client.delete(*keys[start : start + 1000])
-    finally:
-        await client.aclose()
 
 
 @contextlib.asynccontextmanager
