@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -72,20 +73,32 @@ async def test_unreachable_redis_from_the_start_falls_back_to_memory(
     assert h.telegram.sent_texts()[1] == "Welcome back, Mo!"
 
 
-async def test_database_outage_propagates_as_retryable_and_recovers(
+@pytest.fixture
+async def harness_on_throwaway_pg(
     make_harness: MakeHarness, throwaway_pg: ThrowawayPostgres
-) -> None:
+) -> Harness:
     engine = create_async_engine(throwaway_pg.url())
     await upgrade_to_head(engine)
     await engine.dispose()
-    h = await make_harness(database_url=throwaway_pg.url(), redis_url="")
-    uid = random.randint(10**9, 2 * 10**9)
-    throwaway_pg.stop()
+    return await make_harness(database_url=throwaway_pg.url(), redis_url="")
 
+
+async def fails_for_redelivery(h: Harness, update: dict[str, Any]) -> BaseException:
+    """Feeds `update` expecting a retryable failure and no reply; returns the failure."""
     with pytest.raises(Exception) as caught:  # which exception is checked below
-        await h.feed(start_update(user(uid, "Dee")))
+        await h.feed(update)
     assert is_retryable(caught.value), repr(caught.value)
     assert h.telegram.sent_texts() == []  # no apology: the update will be redelivered
+    return caught.value
+
+
+async def test_database_outage_propagates_as_retryable_and_recovers(
+    harness_on_throwaway_pg: Harness, throwaway_pg: ThrowawayPostgres
+) -> None:
+    h, uid = harness_on_throwaway_pg, random.randint(10**9, 2 * 10**9)
+    throwaway_pg.stop()
+
+    await fails_for_redelivery(h, start_update(user(uid, "Dee")))
 
     throwaway_pg.start()
     await h.feed(start_update(user(uid, "Dee")))
@@ -94,24 +107,17 @@ async def test_database_outage_propagates_as_retryable_and_recovers(
 
 
 async def test_a_postgresql_shutting_down_is_retried_not_apologised_for(
-    make_harness: MakeHarness, throwaway_pg: ThrowawayPostgres
+    harness_on_throwaway_pg: Harness, throwaway_pg: ThrowawayPostgres
 ) -> None:
     # Found by tests/e2e (PostgreSQL restarted mid-run) after the move to SQLAlchemy 2.1, which
     # wraps this connect-time error in a plain DBAPIError: the user got an apology and was lost.
-    engine = create_async_engine(throwaway_pg.url())
-    await upgrade_to_head(engine)
-    await engine.dispose()
-    h = await make_harness(database_url=throwaway_pg.url(), redis_url="")
-    uid = random.randint(10**9, 2 * 10**9)
+    h, uid = harness_on_throwaway_pg, random.randint(10**9, 2 * 10**9)
     session = await asyncpg.connect(throwaway_pg.url().replace("+asyncpg", ""))
     await h.resources.engine.dispose()  # the update must open a connection, as after a restart
     throwaway_pg.begin_smart_shutdown()  # waits for `session`; refuses new connections
 
-    with pytest.raises(Exception) as caught:  # which exception is checked below
-        await h.feed(start_update(user(uid, "Sam")))
-    assert "shutting down" in str(caught.value)
-    assert is_retryable(caught.value), repr(caught.value)
-    assert h.telegram.sent_texts() == []  # no apology: the update will be redelivered
+    failure = await fails_for_redelivery(h, start_update(user(uid, "Sam")))
+    assert "shutting down" in str(failure)
 
     await session.close()  # the server now finishes stopping
     throwaway_pg.stop()

@@ -74,11 +74,24 @@ async def serve() -> AsyncIterator[Callable[[Harness], Awaitable[Webhook]]]:
 
 
 @pytest.fixture
-async def webhook(
+def make_webhook(
     serve: Callable[[Harness], Awaitable[Webhook]], make_harness: MakeHarness, database_url: str
-) -> Webhook:
-    h = await make_harness(database_url=database_url, redis_url="", webhook_secret=TEST_SECRET)
-    return await serve(h)
+) -> Callable[..., Awaitable[Webhook]]:
+    """A served webhook app on the parametrized database, the memory cache, settings overrides."""
+
+    async def make(**overrides: Any) -> Webhook:
+        return await serve(
+            await make_harness(
+                database_url=database_url, redis_url="", webhook_secret=TEST_SECRET, **overrides
+            )
+        )
+
+    return make
+
+
+@pytest.fixture
+async def webhook(make_webhook: Callable[..., Awaitable[Webhook]]) -> Webhook:
+    return await make_webhook()
 
 
 def uid() -> int:
@@ -335,15 +348,12 @@ async def test_redelivery_is_deduplicated_across_replicas_through_redis(
 
 
 async def test_a_claim_freed_late_in_the_wait_still_gets_the_whole_processing_deadline(
-    serve: Callable[[Harness], Awaitable[Webhook]], make_harness: MakeHarness, database_url: str
+    make_webhook: Callable[..., Awaitable[Webhook]],
 ) -> None:
     # Found by tests/e2e (SIGKILL scenario): the claim wait came out of the update deadline, so
     # an update claimed late was cut off after its reply went out, released, and sent again.
-    h = await make_harness(
-        database_url=database_url, redis_url="", webhook_secret=TEST_SECRET,
-        update_timeout_seconds=1.0,
-    )  # fmt: skip
-    webhook = await serve(h)
+    webhook = await make_webhook(update_timeout_seconds=1.0)
+    h = webhook.harness
     update = message_update(user(uid()), "after a crash")
     key = h.resources.cache.key("update", update["update_id"])
     await h.resources.cache.set_nx(key, "processing", 0.9)  # a dead worker's claim, expiring
@@ -357,13 +367,10 @@ async def test_a_claim_freed_late_in_the_wait_still_gets_the_whole_processing_de
 
 
 async def test_an_update_over_its_deadline_is_503_and_its_redelivery_is_processed(
-    serve: Callable[[Harness], Awaitable[Webhook]], make_harness: MakeHarness, database_url: str
+    make_webhook: Callable[..., Awaitable[Webhook]],
 ) -> None:
-    h = await make_harness(
-        database_url=database_url, redis_url="", webhook_secret=TEST_SECRET,
-        update_timeout_seconds=0.5,
-    )  # fmt: skip
-    webhook = await serve(h)
+    webhook = await make_webhook(update_timeout_seconds=0.5)
+    h = webhook.harness
     h.telegram.script("sendMessage", Scripted(delay=3.0, body=None))  # hangs past the deadline
     update = message_update(user(uid()), "slow")
 
