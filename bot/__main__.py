@@ -68,7 +68,6 @@ def _command(
     if command == "poll":
         from bot.polling import run_polling  # noqa: PLC0415
 
-        settings.require_token()
         return run_polling(settings)
     if command == "chat":
         return _chat(settings, args)

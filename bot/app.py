@@ -1,8 +1,10 @@
-"""Composition root: shared resources, the Bot, the Dispatcher with routers and middlewares."""
+"""Composition root: shared resources, the schema policy, the Bot, the Dispatcher with routers
+and middlewares, and `assemble`, the one start-up path every mode takes."""
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,14 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.cache import Cache, create_redis
 from bot.config import Settings
 from bot.db.engine import create_engine, create_sessionmaker
-from bot.db.schema import SCHEMA_REVISION, schema_revision
-from bot.errors import SchemaNotReadyError
-from bot.handlers import common, errors, start
-from bot.middlewares.database import DatabaseMiddleware
+from bot.db.schema import SchemaGate
+from bot.handlers import common, failures, start
 from bot.middlewares.dedup import DeduplicationMiddleware
-from bot.middlewares.observability import HandlerNameMiddleware, UpdateObserverMiddleware
+from bot.middlewares.observer import HandlerNameMiddleware, UpdateObserverMiddleware
+from bot.middlewares.session import SessionMiddleware
 from bot.observability.tracing import start_tracing
 from bot.outbound import FloodControlMiddleware, RetryMiddleware, pin_response_models
+from bot.services.users import UserService
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -65,22 +67,18 @@ async def open_resources(
     )
 
 
-async def prepare_schema(settings: Settings, engine: AsyncEngine) -> None:
-    """The embedded SQLite database upgrades itself; PostgreSQL must be migrated by `migrate`."""
+async def prepare_schema(settings: Settings, engine: AsyncEngine) -> SchemaGate:
+    """One policy for every mode: the embedded SQLite database upgrades itself; PostgreSQL is
+    migrated by `migrate` (the chart's Job), and the gate stays closed until it is."""
     if settings.is_sqlite:
         from bot.db.migrations import upgrade_to_head  # noqa: PLC0415 - see bot.db.schema
 
         before, after = await upgrade_to_head(engine)
         if before != after:
             log.info("schema_upgraded", before=before, after=after)
-        return
-    current = await schema_revision(engine)
-    if current != SCHEMA_REVISION:
-        msg = (
-            f"database schema is at {current}, code expects {SCHEMA_REVISION}: "
-            "run `python -m bot migrate`"
-        )
-        raise SchemaNotReadyError(msg)
+    schema = SchemaGate(engine)
+    await schema.check()
+    return schema
 
 
 def create_bot(settings: Settings, *, session: BaseSession | None = None) -> Bot:
@@ -108,7 +106,12 @@ def create_dispatcher(
 ) -> Dispatcher:
     """The same Dispatcher serves webhook, polling and console; only `deduplicate` differs (the
     console numbers its updates from 1 on every run, and nothing redelivers them)."""
-    dp = Dispatcher(name=settings.project_name)
+    # Services are workflow data: built once, and every handler of every update type can ask for
+    # them by name (bot.middlewares.HandlerData lists the keys).
+    dp = Dispatcher(
+        name=settings.project_name,
+        user_service=UserService(engine=resources.engine, cache=resources.cache),
+    )
     # Outer on update, in this order: the observer first, so every update (duplicates, unwanted
     # and failed ones included) gets its log context, metrics and canonical line; then dedup,
     # so a duplicate is skipped before any filter or handler runs.
@@ -121,13 +124,46 @@ def create_dispatcher(
         dp.update.outer_middleware(
             DeduplicationMiddleware(cache=resources.cache, deadline=settings.update_timeout_seconds)
         )
-    database = DatabaseMiddleware(
-        sessionmaker=resources.sessionmaker, engine=resources.engine, cache=resources.cache
-    )
-    for observer in (dp.message, dp.edited_message):
-        # Inner: run only after a handler matched, so unmatched updates cost no session.
-        observer.middleware(HandlerNameMiddleware())
-        observer.middleware(database)
-    # Order matters: the errors router first (it sees errors from all), the catch-all last.
-    dp.include_routers(errors.create_router(), start.create_router(), common.create_router())
+    # Inner, so they run only after a handler matched (an unmatched update costs no session), and
+    # on every event type: a handler added for a new type gets the same data as the others. Not
+    # on `update` (that is the outer chain above) nor `error` (no handler of ours ran there).
+    inner = (HandlerNameMiddleware(), SessionMiddleware(resources.sessionmaker))
+    for name, observer in dp.observers.items():
+        if name not in {"update", "error"}:
+            for middleware in inner:
+                observer.middleware(middleware)
+    # Order matters: the failures router first (it sees errors from all), the catch-all last.
+    dp.include_routers(failures.create_router(), start.create_router(), common.create_router())
     return dp
+
+
+@dataclass(frozen=True, slots=True)
+class BotApp:
+    """What every mode runs: one Bot and one Dispatcher over the process's resources."""
+
+    settings: Settings
+    resources: Resources
+    schema: SchemaGate
+    bot: Bot
+    dp: Dispatcher
+
+
+@asynccontextmanager
+async def assemble(
+    settings: Settings,
+    *,
+    bot: Bot | None = None,
+    deduplicate: bool = True,
+    span_exporter: SpanExporter | None = None,
+) -> AsyncIterator[BotApp]:
+    """The one start-up path of serve, poll, chat and the tests: open the resources, apply the
+    schema policy, build the Bot (unless given, as the console's is) and the Dispatcher; close
+    everything in reverse on exit."""
+    async with AsyncExitStack() as stack:
+        resources = await open_resources(settings, stack, span_exporter=span_exporter)
+        schema = await prepare_schema(settings, resources.engine)
+        if bot is None:
+            bot = create_bot(settings)
+        stack.push_async_callback(bot.session.close)
+        dp = create_dispatcher(settings, resources=resources, deduplicate=deduplicate)
+        yield BotApp(settings=settings, resources=resources, schema=schema, bot=bot, dp=dp)

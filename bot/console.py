@@ -10,7 +10,6 @@ import asyncio
 import itertools
 import sys
 from collections.abc import AsyncGenerator
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -20,7 +19,7 @@ from aiogram.methods import GetMe, SendMessage, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import Chat, Message, MessageEntity, Update, User
 
-from bot.app import create_dispatcher, open_resources, prepare_schema
+from bot.app import assemble
 from bot.config import Settings
 from bot.lifecycle import settle_heap
 
@@ -93,11 +92,9 @@ async def run_console(
     settings: Settings, *, user: User, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout
 ) -> None:
     interactive = stdin.isatty()
-    async with AsyncExitStack() as stack:
-        resources = await open_resources(settings, stack)
-        await prepare_schema(settings, resources.engine)
-        bot = Bot(token=CONSOLE_TOKEN, session=ConsoleSession(stdout))
-        dp = create_dispatcher(settings, resources=resources, deduplicate=False)
+    bot = Bot(token=CONSOLE_TOKEN, session=ConsoleSession(stdout))
+    async with assemble(settings, bot=bot, deduplicate=False) as app:
+        app.schema.require_open()  # nobody migrates PostgreSQL while we wait: say so and stop
         settle_heap()
         if interactive:
             print("Console chat. Type /start, anything else, or Ctrl-D to quit.", file=stdout)
@@ -109,4 +106,4 @@ async def run_console(
             if not line:
                 break
             if text := line.strip():
-                await dp.feed_update(bot, console_update(update_id, text, user))
+                await app.dp.feed_update(bot, console_update(update_id, text, user))

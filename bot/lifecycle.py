@@ -1,4 +1,4 @@
-"""Process lifecycle shared by the webhook and polling modes: start-up heap, signals, drain."""
+"""Process lifecycle shared by the long-running modes: start-up heap, signals, drain."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
+import structlog
 from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject
 
 from bot.middlewares import NextHandler
+
+log = structlog.get_logger(__name__)
 
 
 def settle_heap() -> None:
@@ -49,6 +52,18 @@ class ServerState:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
+
+    def stop_accepting(self) -> None:
+        """Readiness turns 503 and no new update is taken; in-flight ones go on."""
+        self.draining = True
+        log.info("shutdown_started", in_flight=self.in_flight)
+
+    async def drain(self, grace: float) -> None:
+        """Waits for the updates in flight, at most `grace` seconds."""
+        drained = await self.wait_idle(grace)
+        log.info(
+            "shutdown_drained" if drained else "shutdown_grace_expired", in_flight=self.in_flight
+        )
 
     async def wait_idle(self, grace: float) -> bool:
         """Waits until nothing is in flight; False when `grace` seconds passed first."""

@@ -10,52 +10,48 @@ import asyncio
 from contextlib import AsyncExitStack
 
 import structlog
-from aiohttp import web
 
-from bot.app import create_bot, create_dispatcher, open_resources, prepare_schema
+from bot.app import BotApp, assemble
 from bot.config import Settings
 from bot.lifecycle import InFlightMiddleware, ServerState, settle_heap, until_signalled
-from bot.web import create_probe_app
+from bot.probes import create_probe_app, start_http
 
 log = structlog.get_logger(__name__)
 
 
 async def run_polling(settings: Settings) -> None:
-    async with AsyncExitStack() as stack:
-        resources = await open_resources(settings, stack)
-        await prepare_schema(settings, resources.engine)
-        bot = create_bot(settings)
-        stack.push_async_callback(bot.session.close)
+    settings.require_token()
+    async with assemble(settings) as app, AsyncExitStack() as stack:
         state = ServerState()
-        dp = create_dispatcher(settings, resources=resources)
-        dp.update.outer_middleware(InFlightMiddleware(state))
-        runner = web.AppRunner(
-            create_probe_app(resources=resources, state=state),
-            handle_signals=False,
-            access_log=None,
-        )
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, settings.host, settings.port).start()
-        # A webhook and getUpdates exclude each other; pending updates are kept, not dropped.
-        await bot.delete_webhook(drop_pending_updates=False)
-        polling = asyncio.ensure_future(
-            dp.start_polling(
-                bot,
-                allowed_updates=dp.resolve_used_update_types(),
-                handle_signals=False,
-                close_bot_session=False,
-            )
-        )
+        app.dp.update.outer_middleware(InFlightMiddleware(state))
+        probes = create_probe_app(resources=app.resources, schema=app.schema, state=state)
+        await start_http(probes, host=settings.host, port=settings.port, stack=stack)
+        polling = asyncio.ensure_future(_poll(app))
+        stack.callback(polling.cancel)
         settle_heap()
         log.info("polling_started", probes_port=settings.port)
         await until_signalled(also=polling)
-        state.draining = True
-        log.info("shutdown_started", in_flight=state.in_flight)
+        state.stop_accepting()
         if not polling.done():
-            await dp.stop_polling()
-        await polling
-        drained = await state.wait_idle(settings.shutdown_grace_seconds)
-        log.info(
-            "shutdown_drained" if drained else "shutdown_grace_expired", in_flight=state.in_flight
-        )
+            try:
+                await app.dp.stop_polling()
+            except RuntimeError:  # still waiting for the schema: nothing fetched, nothing lost
+                polling.cancel()
+        await asyncio.wait({polling})
+        if not polling.cancelled():
+            polling.result()  # a polling loop that crashed makes the process fail
+        await state.drain(settings.shutdown_grace_seconds)
+
+
+async def _poll(app: BotApp) -> None:
+    # No update is fetched before the schema is at head: polling has no redelivery, so an update
+    # that failed on a missing table would be lost. /readyz says why meanwhile.
+    await app.schema.wait_open()
+    # A webhook and getUpdates exclude each other; pending updates are kept, not dropped.
+    await app.bot.delete_webhook(drop_pending_updates=False)
+    await app.dp.start_polling(
+        app.bot,
+        allowed_updates=app.dp.resolve_used_update_types(),
+        handle_signals=False,
+        close_bot_session=False,
+    )

@@ -17,20 +17,18 @@ from aiogram import Bot, Dispatcher
 from aiogram.types import Update
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
-from prometheus_client.aiohttp import make_aiohttp_handler
 from pydantic import ValidationError
 
-from bot.app import Resources, create_bot, create_dispatcher, open_resources, prepare_schema
+from bot.app import BotApp, assemble
 from bot.config import Settings
-from bot.db.schema import SCHEMA_REVISION, schema_revision
+from bot.db.schema import SchemaGate
 from bot.lifecycle import ServerState, settle_heap, until_signalled
-from bot.observability.metrics import DB_POOL_IN_USE, READY, WEBHOOK_REQUESTS
+from bot.observability.metrics import WEBHOOK_REQUESTS
+from bot.probes import MAX_BODY_BYTES, create_probe_app, start_http
 from bot.retry_policy import is_retryable
 
 log = structlog.get_logger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024
-READINESS_TIMEOUT_SECONDS = 2.0
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name, not a secret
 
 
@@ -43,11 +41,18 @@ class WebhookHandler(SimpleRequestHandler):
     """aiogram's request handler, processing in the request (``handle_in_background=False``)."""
 
     def __init__(
-        self, *, dispatcher: Dispatcher, bot: Bot, secret: str, state: ServerState
+        self,
+        *,
+        dispatcher: Dispatcher,
+        bot: Bot,
+        secret: str,
+        schema: SchemaGate,
+        state: ServerState,
     ) -> None:
         super().__init__(
             dispatcher=dispatcher, bot=bot, handle_in_background=False, secret_token=secret
         )
+        self.schema = schema
         self.state = state
 
     async def close(self) -> None:
@@ -65,12 +70,21 @@ class WebhookHandler(SimpleRequestHandler):
         WEBHOOK_REQUESTS.labels(str(response.status)).inc()
         return response
 
-    async def _answer(self, request: web.Request) -> web.Response:
-        # The secret is checked before the body is read: nothing from a stranger is parsed.
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """Answers decided before the body is read: nothing from a stranger is parsed."""
         if not self.verify_secret(request.headers.get(SECRET_HEADER, ""), self.bot):
             return _answer(401, error="wrong or missing secret token")
         if self.state.draining:
             return _answer(503, error="shutting down")
+        if not self.schema.is_open:
+            # Processed on a schema behind the code, the update would fail for good; Telegram
+            # redelivers it once the migration is done.
+            return _answer(503, error="database schema not migrated")
+        return None
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        if (refusal := self._refusal(request)) is not None:
+            return refusal
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -100,83 +114,32 @@ class WebhookHandler(SimpleRequestHandler):
         return _answer(200)
 
 
-def create_app(
-    settings: Settings, *, bot: Bot, dp: Dispatcher, resources: Resources, state: ServerState
-) -> web.Application:
+def create_app(app: BotApp, *, state: ServerState) -> web.Application:
     """The webhook route plus the probes and /metrics."""
-    app = create_probe_app(resources=resources, state=state)
+    web_app = create_probe_app(resources=app.resources, schema=app.schema, state=state)
     WebhookHandler(
-        dispatcher=dp,
-        bot=bot,
-        secret=settings.require_webhook_secret(),
+        dispatcher=app.dp,
+        bot=app.bot,
+        secret=app.settings.require_webhook_secret(),
+        schema=app.schema,
         state=state,
-    ).register(app, path=settings.webhook_path)
-    return app
+    ).register(web_app, path=app.settings.webhook_path)
+    return web_app
 
 
-def create_probe_app(*, resources: Resources, state: ServerState) -> web.Application:
-    """/healthz, /readyz and /metrics: served in webhook and polling mode alike."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
-
-    async def healthz(_request: web.Request) -> web.Response:
-        # Answering at all proves the process and its event loop work; nothing external is asked.
-        return web.json_response({"status": "ok"})
-
-    async def readyz(_request: web.Request) -> web.Response:
-        checks, ready = await readiness(resources, state)
-        READY.set(1 if ready else 0)
-        body = {"status": "ready" if ready else "not_ready", "checks": checks}
-        return web.json_response(body, status=200 if ready else 503)
-
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", make_aiohttp_handler())
-    pool = resources.engine.sync_engine.pool
-    DB_POOL_IN_USE.set_function(lambda: float(getattr(pool, "checkedout", lambda: 0)()))
-    return app
-
-
-async def readiness(resources: Resources, state: ServerState) -> tuple[dict[str, Any], bool]:
-    checks: dict[str, Any] = {}
-    ready = True
-    if state.draining:
-        checks["shutdown"] = {"status": "draining"}
-        ready = False
-    try:
-        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
-            current = await schema_revision(resources.engine)
-    except Exception as exc:  # any failure to reach the database means not ready
-        checks["database"] = {"status": "error", "error": type(exc).__name__}
-        ready = False
-    else:
-        checks["database"] = {"status": "ok"}
-        head = SCHEMA_REVISION
-        at_head = current == head
-        checks["schema"] = {
-            "status": "ok" if at_head else "behind",
-            "current": current,
-            "head": head,
-        }
-        ready = ready and at_head
-    cache = resources.cache
-    if cache.redis is None:
-        checks["redis"] = {"status": "disabled"}
-    else:
-        # Redis down is degraded, not unready: the memory fallback keeps updates flowing.
-        checks["redis"] = {"status": "ok" if await cache.ping() else "degraded"}
-    return checks, ready
-
-
-async def register_webhook(settings: Settings, bot: Bot, dp: Dispatcher) -> None:
-    """setWebhook, retried with backoff until Telegram accepts it (it may be unreachable now)."""
+async def register_webhook(app: BotApp) -> None:
+    """setWebhook once the schema is at head (until then every delivery would be refused),
+    retried with backoff until Telegram accepts it (it may be unreachable now)."""
+    settings = app.settings
+    await app.schema.wait_open()
     url = settings.webhook_url + settings.webhook_path
     delay = 1.0
     while True:
         try:
-            await bot.set_webhook(
+            await app.bot.set_webhook(
                 url=url,
                 secret_token=settings.require_webhook_secret(),
-                allowed_updates=dp.resolve_used_update_types(),
+                allowed_updates=app.dp.resolve_used_update_types(),
                 max_connections=settings.webhook_max_connections,
                 drop_pending_updates=False,
             )
@@ -192,34 +155,19 @@ async def register_webhook(settings: Settings, bot: Bot, dp: Dispatcher) -> None
 async def run_server(settings: Settings) -> None:
     settings.require_token()
     settings.require_webhook_secret()
-    async with AsyncExitStack() as stack:
-        resources = await open_resources(settings, stack)
-        try:
-            await prepare_schema(settings, resources.engine)
-        except Exception as exc:  # unreachable or unmigrated: both are the readiness probe's job
-            # Serve anyway: /readyz stays 503 until the database is reachable and migrated (on a
-            # first install the migration Job runs alongside this Pod).
-            log.warning("schema_not_ready", error=str(exc))
-        bot = create_bot(settings)
-        stack.push_async_callback(bot.session.close)
-        dp = create_dispatcher(settings, resources=resources)
+    async with assemble(settings) as app, AsyncExitStack() as stack:
         state = ServerState()
-        app = create_app(settings, bot=bot, dp=dp, resources=resources, state=state)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await start_http(
+            create_app(app, state=state), host=settings.host, port=settings.port, stack=stack
+        )
         log.info(
             "server_started", host=settings.host, port=settings.port, path=settings.webhook_path
         )
-        if settings.webhook_url:
-            registration = asyncio.create_task(register_webhook(settings, bot, dp))
-            stack.callback(registration.cancel)
+        # Until the schema is at head, /readyz says why and updates are answered 503.
+        background = register_webhook(app) if settings.webhook_url else app.schema.wait_open()
+        task = asyncio.create_task(background)
+        stack.callback(task.cancel)
         settle_heap()
         await until_signalled()
-        state.draining = True
-        log.info("shutdown_started", in_flight=state.in_flight)
-        drained = await state.wait_idle(settings.shutdown_grace_seconds)
-        log.info(
-            "shutdown_drained" if drained else "shutdown_grace_expired", in_flight=state.in_flight
-        )
+        state.stop_accepting()
+        await state.drain(settings.shutdown_grace_seconds)

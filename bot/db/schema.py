@@ -1,4 +1,4 @@
-"""Which schema revision the code expects, and which one the database has.
+"""Which schema revision the code expects, which one the database has, and the gate between.
 
 The running bot never imports Alembic (0.6 s and 3 MiB per process): it reads Alembic's own
 `alembic_version` table and compares it with SCHEMA_REVISION, which a test holds equal to the
@@ -7,11 +7,20 @@ head of migrations/. Only `migrate` and the embedded SQLite upgrade load Alembic
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+import structlog
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.errors import SchemaNotReadyError
+
+log = structlog.get_logger(__name__)
+
 SCHEMA_REVISION = "0001"
+SCHEMA_POLL_SECONDS = 2.0
 
 
 async def schema_revision(engine: AsyncEngine) -> str | None:
@@ -24,3 +33,59 @@ def _revision(connection: Connection) -> str | None:
     if not inspect(connection).has_table("alembic_version"):
         return None
     return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+class SchemaGate:
+    """Opens once the database is at SCHEMA_REVISION, and stays open.
+
+    No update is processed on a schema behind the code. The long-running modes start with the
+    gate closed rather than exit: on a first install the migration Job runs beside the Pod, which
+    then turns ready without a restart. Once open it is never re-checked per update (a database
+    that goes away later fails its updates as retryable, and /readyz reports it).
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.reason = "schema not checked yet"
+        self._open = asyncio.Event()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    async def observe(self) -> str | None:
+        """The current revision (raises when the database is unreachable); opens at head."""
+        current = await schema_revision(self.engine)
+        if current == SCHEMA_REVISION:
+            self._open.set()
+        else:
+            self.reason = (
+                f"database schema is at {current}, code expects {SCHEMA_REVISION}: "
+                "run `python -m bot migrate`"
+            )
+        return current
+
+    async def check(self) -> bool:
+        """Observe once; an unreachable database is a closed gate with the reason kept."""
+        try:
+            await self.observe()
+        except Exception as exc:  # any failure to reach the database: try again later
+            self.reason = f"database unreachable: {type(exc).__name__}"
+        return self.is_open
+
+    def require_open(self) -> None:
+        """For the one-shot modes (chat), which have nobody to wait for."""
+        if not self.is_open:
+            raise SchemaNotReadyError(self.reason)
+
+    async def wait_open(self, interval: float = SCHEMA_POLL_SECONDS) -> None:
+        """Returns once the schema is at head, checking every `interval` seconds."""
+        if self.is_open:
+            return
+        log.warning("schema_not_ready", reason=self.reason)
+        while not await self.check():
+            # A /readyz that saw the head opens the gate and wakes this wait early.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._open.wait()
+        log.info("schema_ready", revision=SCHEMA_REVISION)

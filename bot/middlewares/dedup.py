@@ -22,7 +22,7 @@ from aiogram.types import TelegramObject, Update
 from bot.cache import Cache
 from bot.errors import UpdateInProgressError
 from bot.middlewares import NextHandler
-from bot.middlewares.observability import UPDATE_INFO_KEY, UpdateInfo
+from bot.middlewares.observer import UPDATE_INFO_KEY, UpdateInfo
 from bot.observability.metrics import DUPLICATES
 from bot.retry_policy import is_retryable
 

@@ -13,7 +13,7 @@ from aiogram import Bot, Dispatcher
 from opentelemetry.sdk.trace.export import SpanExporter
 from sqlalchemy import func, select
 
-from bot.app import Resources, create_bot, create_dispatcher, open_resources, prepare_schema
+from bot.app import BotApp, Resources, assemble
 from bot.config import Settings
 from bot.db.models import User
 from tests.conftest import REDIS_URL
@@ -23,11 +23,24 @@ from tests.support.servers import ThrowawayPostgres, ThrowawayRedis
 
 @dataclass
 class Harness:
-    settings: Settings
-    resources: Resources
-    bot: Bot
-    dp: Dispatcher
+    app: BotApp
     telegram: FakeTelegram
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
+
+    @property
+    def resources(self) -> Resources:
+        return self.app.resources
+
+    @property
+    def bot(self) -> Bot:
+        return self.app.bot
+
+    @property
+    def dp(self) -> Dispatcher:
+        return self.app.dp
 
     async def feed(self, update: dict[str, Any]) -> Any:
         return await self.dp.feed_raw_update(self.bot, update)
@@ -62,17 +75,14 @@ def redis_url(request: pytest.FixtureRequest) -> str:
 async def make_harness(
     make_settings: Callable[..., Settings], fake_telegram: FakeTelegram
 ) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
-    """Builds harnesses from settings overrides; closes what they opened after the test."""
+    """Builds harnesses from settings overrides, through the start-up path every mode takes;
+    closes what they opened after the test."""
     async with AsyncExitStack() as stack:
 
         async def make(*, span_exporter: SpanExporter | None = None, **overrides: Any) -> Harness:
             settings = make_settings(**overrides)
-            resources = await open_resources(settings, stack, span_exporter=span_exporter)
-            await prepare_schema(settings, resources.engine)
-            bot = create_bot(settings)
-            stack.push_async_callback(bot.session.close)
-            dp = create_dispatcher(settings, resources=resources)
-            return Harness(settings, resources, bot, dp, fake_telegram)
+            app = await stack.enter_async_context(assemble(settings, span_exporter=span_exporter))
+            return Harness(app, fake_telegram)
 
         yield make
 

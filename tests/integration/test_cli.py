@@ -9,11 +9,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.conftest import TEST_TOKEN
+from tests.support.bot_process import BotProcess
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.servers import free_port
 from tests.support.updates import message_update, start_update, user
@@ -109,13 +111,63 @@ def test_bad_configuration_exits_2_with_one_line_naming_the_setting(
     assert "not-a-token" not in line
 
 
-def test_serve_refuses_an_unmigrated_postgres_with_a_clear_line(
+def test_chat_refuses_an_unmigrated_postgres_with_a_clear_line(
     tmp_path: Path, make_pg_database: Callable[[], str]
 ) -> None:
-    result = run_bot(tmp_path, "poll", BOT_TOKEN=TEST_TOKEN, DATABASE_URL=make_pg_database())
+    result = run_bot(tmp_path, "chat", stdin="/start\n", DATABASE_URL=make_pg_database())
     assert result.returncode == 1
     assert "run `python -m bot migrate`" in result.stderr
     assert "Traceback" not in result.stderr
+    assert "bot>" not in result.stdout
+
+
+def poll_process(tmp_path: Path, telegram: FakeTelegram, database_url: str) -> BotProcess:
+    env = {"BOT_TOKEN": TEST_TOKEN, "TELEGRAM_API_URL": telegram.url, "LOG_FORMAT": "json"}
+    return BotProcess({**env, "DATABASE_URL": database_url}, cwd=tmp_path, command="poll")
+
+
+async def readyz(process: BotProcess) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(process.url + "/readyz") as response:
+        return response.status, await response.json()
+
+
+async def test_polling_waits_for_the_migration_then_serves_without_a_restart(
+    tmp_path: Path, fake_telegram: FakeTelegram, make_pg_database: Callable[[], str]
+) -> None:
+    url = make_pg_database()
+    process = poll_process(tmp_path, fake_telegram, url)
+    try:
+        await process.start(wait_ready=False)
+        status, body = await readyz(process)
+        assert status == 503
+        assert body["checks"]["schema"]["status"] == "behind"
+        # Nothing is fetched (so nothing can be lost) before the schema is at head.
+        assert fake_telegram.calls_to("getUpdates") == []
+        assert fake_telegram.calls_to("deleteWebhook") == []
+
+        assert run_bot(tmp_path, "migrate", DATABASE_URL=url).returncode == 0
+        await fake_telegram.wait_for("getUpdates", timeout=30)
+        assert (await readyz(process))[0] == 200
+        who = 7_100_000_000 + os.getpid()
+        await fake_telegram.updates.put(start_update(user(who, "Late")))
+        await fake_telegram.wait_for("sendMessage", timeout=30)
+    finally:
+        code = await process.stop()
+    assert code == 0, process.text
+    assert fake_telegram.sent_texts()[0].startswith("Hello, Late!")
+    assert '"event": "schema_not_ready"' in process.text
+    assert '"event": "schema_ready"' in process.text
+
+
+async def test_polling_stopped_while_waiting_for_the_migration_exits_cleanly(
+    tmp_path: Path, fake_telegram: FakeTelegram, make_pg_database: Callable[[], str]
+) -> None:
+    process = poll_process(tmp_path, fake_telegram, make_pg_database())
+    await process.start(wait_ready=False)
+    assert (await readyz(process))[0] == 503
+    assert await process.stop() == 0, process.text
+    assert '"event": "shutdown_drained"' in process.text
+    assert fake_telegram.calls_to("getUpdates") == []
 
 
 def test_migrate_then_poll_ready(tmp_path: Path, make_pg_database: Callable[[], str]) -> None:

@@ -156,9 +156,7 @@ async def test_webhook_request_span_is_the_root_and_probes_are_not_traced(
     traced: Harness, exporter: InMemorySpanExporter
 ) -> None:
     state = ServerState()
-    app = create_app(
-        traced.settings, bot=traced.bot, dp=traced.dp, resources=traced.resources, state=state
-    )
+    app = create_app(traced.app, state=state)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:

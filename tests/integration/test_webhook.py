@@ -61,8 +61,7 @@ async def serve() -> AsyncIterator[Callable[[Harness], Awaitable[Webhook]]]:
 
         async def start(h: Harness) -> Webhook:
             state = ServerState()
-            settings = h.settings
-            app = create_app(settings, bot=h.bot, dp=h.dp, resources=h.resources, state=state)
+            app = create_app(h.app, state=state)
             server = TestServer(app, host="127.0.0.1")
             await server.start_server()
             servers.append(server)
@@ -250,27 +249,32 @@ async def test_readiness_is_503_while_draining_and_new_updates_are_refused(
     assert (await webhook.get("/healthz"))[0] == 200
 
 
-async def test_readiness_is_503_below_the_migration_head(
+async def test_below_the_migration_head_nothing_is_processed_until_migrated(
     serve: Callable[[Harness], Awaitable[Webhook]],
     make_harness: MakeHarness,
     make_pg_database: Callable[[], str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("bot.app.prepare_schema", _no_schema_check)
-    monkeypatch.setattr("tests.integration.conftest.prepare_schema", _no_schema_check)
     url = make_pg_database()
     hook = await serve(await make_harness(database_url=url, webhook_secret=TEST_SECRET))
     status, body = await hook.get("/readyz")
     assert status == 503
     assert body["checks"]["schema"] == {"status": "behind", "current": None, "head": "0001"}
+    who = uid()
+    update = start_update(user(who, "Early"))
+    # Answered 503 without processing, so Telegram redelivers it after the migration.
+    assert (await hook.post(update)).status == 503
+    assert hook.harness.telegram.calls == []
     engine = create_async_engine(url)
     await upgrade_to_head(engine)
     await engine.dispose()
+    # Ready again without a restart, and the redelivery is processed once.
     assert (await hook.get("/readyz"))[0] == 200
-
-
-async def _no_schema_check(*_: object) -> None:
-    return None
+    assert (await hook.post(update)).status == 200
+    assert (await hook.post(update)).status == 200
+    assert hook.harness.telegram.sent_texts() == [
+        "Hello, Early! Nice to meet you. Send me anything, or /help."
+    ]
+    assert await hook.harness.count_users(who) == 1
 
 
 async def test_postgres_down_is_503_then_processed_once_on_redelivery(

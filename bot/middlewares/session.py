@@ -1,5 +1,5 @@
-"""The services handlers use, and for a handler that takes one, the update's AsyncSession:
-committed when the handler succeeds, rolled back otherwise."""
+"""For a handler that takes one, the update's AsyncSession: committed when the handler succeeds,
+rolled back otherwise."""
 
 from __future__ import annotations
 
@@ -8,24 +8,19 @@ from typing import Any
 from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.handler import HandlerObject
 from aiogram.types import TelegramObject
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.cache import Cache
 from bot.middlewares import NextHandler
-from bot.services.users import UserService
 
 
-class DatabaseMiddleware(BaseMiddleware):
-    """Injects ``user_service``, and ``session`` for handlers that take one.
+class SessionMiddleware(BaseMiddleware):
+    """Injects ``session`` for handlers that take one; nothing else.
 
     Registered as an inner middleware, so it runs only once a handler has matched.
     """
 
-    def __init__(
-        self, *, sessionmaker: async_sessionmaker[AsyncSession], engine: AsyncEngine, cache: Cache
-    ) -> None:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self.sessionmaker = sessionmaker
-        self.user_service = UserService(engine=engine, cache=cache)
 
     async def __call__(
         self,
@@ -33,7 +28,6 @@ class DatabaseMiddleware(BaseMiddleware):
         event: TelegramObject,
         data: dict[str, Any],
     ) -> Any:
-        data["user_service"] = self.user_service
         target: HandlerObject | None = data.get("handler")
         if target is not None and not target.varkw and "session" not in target.params:
             # aiogram passes a handler only the data it names, so nobody would see this session;

@@ -1,0 +1,82 @@
+"""/healthz, /readyz and /metrics: the probe app every long-running mode serves on HOST:PORT."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from bot.app import Resources
+from bot.db.schema import SCHEMA_REVISION, SchemaGate
+from bot.lifecycle import ServerState
+from bot.observability.metrics import DB_POOL_IN_USE, READY
+
+MAX_BODY_BYTES = 1024 * 1024
+READINESS_TIMEOUT_SECONDS = 2.0
+
+
+def create_probe_app(
+    *, resources: Resources, schema: SchemaGate, state: ServerState
+) -> web.Application:
+    """The probes and /metrics; the webhook mode adds its route to this same app."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        # Answering at all proves the process and its event loop work; nothing external is asked.
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        checks, ready = await readiness(resources, schema, state)
+        READY.set(1 if ready else 0)
+        body = {"status": "ready" if ready else "not_ready", "checks": checks}
+        return web.json_response(body, status=200 if ready else 503)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", make_aiohttp_handler())
+    pool = resources.engine.sync_engine.pool
+    DB_POOL_IN_USE.set_function(lambda: float(getattr(pool, "checkedout", lambda: 0)()))
+    return app
+
+
+async def readiness(
+    resources: Resources, schema: SchemaGate, state: ServerState
+) -> tuple[dict[str, Any], bool]:
+    checks: dict[str, Any] = {}
+    ready = True
+    if state.draining:
+        checks["shutdown"] = {"status": "draining"}
+        ready = False
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+            current = await schema.observe()
+    except Exception as exc:  # any failure to reach the database means not ready
+        checks["database"] = {"status": "error", "error": type(exc).__name__}
+        ready = False
+    else:
+        checks["database"] = {"status": "ok"}
+        at_head = current == SCHEMA_REVISION
+        checks["schema"] = {
+            "status": "ok" if at_head else "behind",
+            "current": current,
+            "head": SCHEMA_REVISION,
+        }
+        ready = ready and at_head
+    cache = resources.cache
+    if cache.redis is None:
+        checks["redis"] = {"status": "disabled"}
+    else:
+        # Redis down is degraded, not unready: the memory fallback keeps updates flowing.
+        checks["redis"] = {"status": "ok" if await cache.ping() else "degraded"}
+    return checks, ready
+
+
+async def start_http(app: web.Application, *, host: str, port: int, stack: AsyncExitStack) -> None:
+    """Listens on host:port until `stack` closes."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    await web.TCPSite(runner, host, port).start()
