@@ -1,5 +1,6 @@
-"""docs/reference.md is the contract: it documents every setting (and no other variable), and
-every variable the chart sets on the bot is a documented setting, named by the value feeding it."""
+"""docs/reference.md is the contract: it documents every setting with its default (and otherwise
+only variables the OpenTelemetry SDK reads), and every variable the chart sets on the bot is one
+of those, documented, and named by the `## @param` line of the value that feeds it."""
 
 from __future__ import annotations
 
@@ -245,7 +246,8 @@ def another_value(path: str, current: Any) -> Any:
         return current + 1 if current + 1 <= node.get("maximum", current + 1) else current - 1
     pattern = re.compile(node.get("pattern", ".*"))
     candidates = [f"{current}alt", "alt", "/alt", "https://alt.example.org", "redis://alt:6380/1"]
-    return next(c for c in [*candidates, "0.25"] if c != current and pattern.search(c))
+    candidates.append("0.25")  # a sampling ratio
+    return next(c for c in candidates if c != current and pattern.search(c))
 
 
 def value_at(values: dict[str, Any], path: str) -> Any:
@@ -259,7 +261,7 @@ def value_at(values: dict[str, Any], path: str) -> Any:
 NAMED = sorted({(path, name) for name in SETTINGS | SDK_VARIABLES for path in params_naming(name)})
 
 
-def test_param_lines_name_settings() -> None:
+def test_the_param_scan_finds_the_named_settings() -> None:
     assert ("bot.logLevel", "LOG_LEVEL") in NAMED
     assert ("secret.botToken", "BOT_TOKEN") in NAMED
 
