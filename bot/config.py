@@ -15,7 +15,7 @@ _TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,}$")
 
 
 class Settings(BaseSettings):
-    """Runtime configuration; field names map to the upper-case variables of DESIGN.md §4."""
+    """Runtime configuration; field names map to the upper-case variables of docs/reference.md."""
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True

@@ -31,9 +31,21 @@ DOCS = {
         "Adding a migration",
         "watchfiles",
     ],
+    "docs/reference.md": [
+        "## Commands",
+        "## Settings",
+        "### Exit codes",
+        "### Schema policy",
+        "## HTTP endpoints",
+        "`GET /readyz`",
+        "`TelegramBot`",
+        "hello-bot.dev/v1alpha1",
+    ],
 }
 LINK = re.compile(r"\]\(([^)#\s]+)")
-REPO_PATH = re.compile(r"`((?:bot|charts|k8s|docs|scripts|tests|migrations|tools)/[\w./-]*\w)`")
+REPO_PATH = re.compile(
+    r"`((?:bot|charts|k8s|docs|scripts|tests|migrations|tools|operator)/[\w./-]*\w)`"
+)
 
 
 @pytest.mark.parametrize("doc", DOCS)
@@ -53,9 +65,17 @@ def test_links_and_repository_paths_exist(doc: str) -> None:
 
 
 def test_readme_links_the_guides() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
+    docs_list = (REPO_ROOT / "README.md").read_text().split("\n## Docs\n", 1)[1]
     for doc in DOCS:
-        assert f"]({doc})" in readme
+        assert f"\n- [{doc}]({doc})" in docs_list
+
+
+def test_readme_points_at_the_contract_in_the_repository() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "shared/" not in readme  # a clone has no shared/ folder next to it
+    assert re.search(
+        r"The contract \([^)]*\) is\s+\[docs/reference\.md\]\(docs/reference\.md\)", readme
+    )
 
 
 def test_path_check_would_catch_a_stale_path(tmp_path: Path) -> None:
