@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
+import kopf
 import pytest
 import yaml
-from hello_operator import pod_shape
+from hello_operator import handlers, pod_shape
 from hello_operator.settings import OperatorConfig
 
 CHART_DIR = Path(__file__).resolve().parents[2] / "charts" / "hello-bot"
@@ -76,3 +78,12 @@ def test_an_incomplete_or_inconsistent_shape_is_refused(tmp_path: Path) -> None:
     (copy / "values.yaml").write_text(yaml.safe_dump(values))
     with pytest.raises(pod_shape.PodShapeError, match="must exceed"):
         pod_shape.load_bot_pod(copy)
+
+
+async def test_the_operator_stops_at_start_up_without_the_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PermanentError ends kopf's start-up at once (no retry loop), naming the file."""
+    monkeypatch.setenv(pod_shape.CHART_DIR_ENV, str(tmp_path))
+    with pytest.raises(kopf.PermanentError, match=re.escape(str(tmp_path / "files"))):
+        await handlers.configure(settings=kopf.OperatorSettings(), memo=kopf.Memo())
