@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -135,15 +136,17 @@ def differences(chart: dict[str, Any], operator: dict[str, Any]) -> dict[str, tu
 
 
 def _render_both(
-    render_chart: Any, operator_modules: dict[str, ModuleType], chart_dir: Path, mode: str
+    render_chart: Callable[[dict[str, Any]], list[Manifest]],
+    operator_modules: dict[str, ModuleType],
+    chart_dir: Path,
+    mode: str,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(chart's Deployment spec, operator's) for one bot, the operator reading `chart_dir`."""
     objects = render_chart(_chart_values(mode))
     deployment = one(objects, "Deployment", FULLNAME)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e for e in container["env"]}
     children, pod_shape = operator_modules["children"], operator_modules["pod_shape"]
     api_url = one(objects, "ConfigMap", FULLNAME)["data"]["TELEGRAM_API_URL"]
-    assert "TELEGRAM_API_URL" not in env
     theirs = children.render_deployment(
         BOT,
         _telegram_bot(mode, container["image"]),
