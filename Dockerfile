@@ -36,6 +36,9 @@ FROM builder AS operator-builder
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --group operator --no-install-project
 COPY operator/hello_operator/ hello_operator/
+# The bot's Pod shape comes from the Helm chart (hello_operator/pod_shape.py looks here first).
+COPY charts/hello-bot/values.yaml hello_operator/chart/values.yaml
+COPY charts/hello-bot/files/bot-pod.yaml hello_operator/chart/files/bot-pod.yaml
 RUN python -m compileall -q hello_operator
 
 # ---- dev-builder: the bot's venv plus the `reload` group (watchfiles) ----------------------------

@@ -1,28 +1,28 @@
 """Children of a TelegramBot rendered as plain manifests: pure functions, no I/O.
 
 The handlers adopt each manifest (`kopf.adopt`) before sending it, so owner references, namespace
-and the owner's labels are added there, not here.
+and the owner's labels are added there, not here. The bot's Pod shape comes from the Helm chart
+(`pod_shape.BotPod`), so these bots run exactly like the chart's.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
 
-PORT = 8080
-UID = 10001
+from hello_operator.pod_shape import BotPod
+
+# The Service's port; it targets the container's named port `http`, whatever number that has.
+SERVICE_PORT = 8080
 MANAGED_ENV = frozenset(
     {"BOT_TOKEN", "DATABASE_URL", "WEBHOOK_URL", "WEBHOOK_PATH", "WEBHOOK_SECRET", "PROJECT_NAME"}
 )
 HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
-DEFAULT_RESOURCES = {
-    "requests": {"cpu": "50m", "memory": "128Mi"},
-    "limits": {"memory": "256Mi"},
-}
 JOB_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
 
 
@@ -135,14 +135,18 @@ def common_env(name: str, spec: Mapping[str, Any], telegram_api_url: str) -> lis
     ]
 
 
-def bot_env(name: str, spec: Mapping[str, Any], telegram_api_url: str) -> list[dict[str, Any]]:
+def bot_env(
+    name: str, spec: Mapping[str, Any], telegram_api_url: str, pod: BotPod
+) -> list[dict[str, Any]]:
     token = spec["token"]
     env = [
         _secret_env("BOT_TOKEN", token["secretName"], token.get("key", "BOT_TOKEN")),
         *common_env(name, spec, telegram_api_url),
         {"name": "HOST", "value": "0.0.0.0"},
-        {"name": "PORT", "value": str(PORT)},
-        {"name": "SHUTDOWN_GRACE_SECONDS", "value": "20"},
+        {"name": "PORT", "value": str(pod.port)},
+        {"name": "SHUTDOWN_GRACE_SECONDS", "value": str(pod.shutdown_grace_seconds)},
+        {"name": "DB_POOL_SIZE", "value": str(pod.db_pool_size)},
+        {"name": "DB_MAX_OVERFLOW", "value": str(pod.db_max_overflow)},
     ]
     if webhook_host(spec):
         env += [
@@ -153,33 +157,20 @@ def bot_env(name: str, spec: Mapping[str, Any], telegram_api_url: str) -> list[d
     return env + list(spec.get("env") or [])
 
 
-def _pod_spec(container: dict[str, Any]) -> dict[str, Any]:
-    """Pod Security Standard `restricted`, with a writable /tmp on a read-only root."""
-    container["securityContext"] = {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "runAsUser": UID,
-        "runAsGroup": UID,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+def _pod_spec(container: dict[str, Any], pod: BotPod) -> dict[str, Any]:
+    """Pod Security Standard `restricted` (the shape's contexts), a writable /tmp on a read-only
+    root; the migration Job runs the same image under the same restrictions."""
+    container["securityContext"] = copy.deepcopy(dict(pod.container["securityContext"]))
     container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108 (an emptyDir)
-    return {
-        "automountServiceAccountToken": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": UID,
-            "runAsGroup": UID,
-            "fsGroup": UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+    return copy.deepcopy(dict(pod.pod)) | {
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": pod.tmp_size_limit}}],
     }
 
 
-def render_job(name: str, spec: Mapping[str, Any], telegram_api_url: str) -> dict[str, Any]:
+def render_job(
+    name: str, spec: Mapping[str, Any], telegram_api_url: str, pod: BotPod
+) -> dict[str, Any]:
     image = spec["image"]
     container = {
         "name": "migrate",
@@ -189,7 +180,7 @@ def render_job(name: str, spec: Mapping[str, Any], telegram_api_url: str) -> dic
         "env": common_env(name, spec, telegram_api_url) + list(spec.get("env") or []),
         "resources": JOB_RESOURCES,
     }
-    pod = _pod_spec(container) | {"restartPolicy": "Never"}
+    pod_spec = _pod_spec(container, pod) | {"restartPolicy": "Never"}
     job_labels = labels(name, "migration") | {"hello-bot.dev/image-hash": image_hash(image)}
     return {
         "apiVersion": "batch/v1",
@@ -199,22 +190,13 @@ def render_job(name: str, spec: Mapping[str, Any], telegram_api_url: str) -> dic
             "backoffLimit": 3,
             "activeDeadlineSeconds": 600,
             "ttlSecondsAfterFinished": 3600,
-            "template": {"metadata": {"labels": job_labels}, "spec": pod},
+            "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
         },
     }
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": path, "port": "http"},
-        "periodSeconds": period,
-        "failureThreshold": failures,
-        "timeoutSeconds": 3,
-    }
-
-
 def render_deployment(
-    name: str, spec: Mapping[str, Any], image: str, telegram_api_url: str
+    name: str, spec: Mapping[str, Any], image: str, telegram_api_url: str, pod: BotPod
 ) -> dict[str, Any]:
     """The bot Deployment running `image` (the last image whose migration succeeded)."""
     webhook = bool(webhook_host(spec))
@@ -223,26 +205,25 @@ def render_deployment(
         "image": image,
         "imagePullPolicy": spec.get("imagePullPolicy", "IfNotPresent"),
         "args": ["serve" if webhook else "poll"],
-        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "env": bot_env(name, spec, telegram_api_url),
-        "resources": spec.get("resources") or DEFAULT_RESOURCES,
-        "startupProbe": _probe("/healthz", 2, 30),
-        "livenessProbe": _probe("/healthz", 10, 3),
-        "readinessProbe": _probe("/readyz", 5, 3),
+        "ports": [{"name": "http", "containerPort": pod.port, "protocol": "TCP"}],
+        "env": bot_env(name, spec, telegram_api_url, pod),
+        **copy.deepcopy(dict(pod.container)),
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(pod.pre_stop_seconds)]}}},
+        "resources": copy.deepcopy(dict(spec.get("resources") or pod.resources)),
     }
-    pod = _pod_spec(container) | {"terminationGracePeriodSeconds": 30}
+    pod_spec = _pod_spec(container, pod)
+    pod_spec["terminationGracePeriodSeconds"] = pod.termination_grace_period_seconds
     bot_labels = labels(name, "bot")
-    # Polling allows one getUpdates consumer, so the old pod must stop before the new one starts.
-    strategy = {"type": "RollingUpdate"} if webhook else {"type": "Recreate"}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "labels": bot_labels},
         "spec": {
             "replicas": int(spec.get("replicas", 1)),
-            "strategy": strategy,
+            "revisionHistoryLimit": pod.revision_history_limit,
+            "strategy": pod.strategy_for("webhook" if webhook else "polling"),
             "selector": {"matchLabels": selector(name)},
-            "template": {"metadata": {"labels": bot_labels}, "spec": pod},
+            "template": {"metadata": {"labels": bot_labels}, "spec": pod_spec},
         },
     }
 
@@ -255,7 +236,9 @@ def render_service(name: str) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": selector(name),
-            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
         },
     }
 

@@ -11,6 +11,7 @@ import kopf
 
 from hello_operator import children, conditions, database, health
 from hello_operator.kube import ApiError, KubeClient
+from hello_operator.pod_shape import PodShapeError
 from hello_operator.reconcile import (
     Blocked,
     Clients,
@@ -48,11 +49,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.CRITICAL
     settings.persistence.finalizer = f"{GROUP}/operator"
     settings.watching.server_timeout = 300
+    try:
+        config = OperatorConfig.from_env()
+    except PodShapeError as exc:
+        # Waiting brings no missing file: stop, so the Pod's restarts show the message.
+        raise kopf.PermanentError(str(exc)) from exc
     info = _connection(settings)
     if info is None:
         msg = "no Kubernetes credentials: neither a service account nor a kubeconfig"
         raise RuntimeError(msg)
-    config = OperatorConfig.from_env()
     timeout = aiohttp.ClientTimeout(total=config.telegram_timeout_seconds)
     memo.clients = Clients(
         kube=KubeClient.from_connection(info),

@@ -210,7 +210,8 @@ def ready_condition(deployment: Mapping[str, Any] | None) -> conditions.Conditio
 async def migrate(clients: Clients, owner: kopf.Body, spec: Mapping[str, Any]) -> None:
     """Run (or look at) the migration Job of `spec.image`; return only once it succeeded."""
     name = owner["metadata"]["name"]
-    manifest = children.render_job(name, spec, clients.config.telegram_api_url)
+    config = clients.config
+    manifest = children.render_job(name, spec, config.telegram_api_url, config.bot_pod)
     job = await clients.kube.ensure(adopt(manifest, owner))
     state = job_state(job)
     job_ref = f"Job {manifest['metadata']['name']}"
@@ -245,7 +246,7 @@ async def reconcile(
     if children.database_mode(spec) == "Shared":
         await provision_database(clients, namespace, name, values["DATABASE_PASSWORD"], retry)
 
-    kube, api_url = clients.kube, clients.config.telegram_api_url
+    kube, api_url, pod = clients.kube, clients.config.telegram_api_url, clients.config.bot_pod
     await kube.apply(adopt(children.render_service(name), owner))
     if children.webhook_host(spec):
         await kube.apply(adopt(children.render_ingress(name, spec), owner))
@@ -257,11 +258,11 @@ async def reconcile(
         if migrated:
             # Other spec changes roll out now; the image only after its migration succeeded.
             await kube.apply(
-                adopt(children.render_deployment(name, spec, migrated, api_url), owner)
+                adopt(children.render_deployment(name, spec, migrated, api_url, pod), owner)
             )
         await migrate(clients, owner, spec)
         migrated = spec["image"]
     deployment = await kube.apply(
-        adopt(children.render_deployment(name, spec, migrated, api_url), owner)
+        adopt(children.render_deployment(name, spec, migrated, api_url, pod), owner)
     )
     return Outcome(migrated_image=migrated, ready=ready_condition(deployment))

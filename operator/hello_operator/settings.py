@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from hello_operator.pod_shape import BotPod, chart_dir, load_bot_pod
 
 GROUP = "hello-bot.dev"
 VERSION = "v1alpha1"
@@ -33,6 +35,8 @@ class OperatorConfig:
     blocked_retry_seconds: float = 60.0
     # The Bot API call timeout.
     telegram_timeout_seconds: float = 10.0
+    # The bot's Pod shape, from the Helm chart's files (pod_shape explains where they are).
+    bot_pod: BotPod = field(default_factory=load_bot_pod)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -57,4 +61,5 @@ class OperatorConfig:
             telegram_timeout_seconds=float(
                 env.get("TELEGRAM_TIMEOUT_SECONDS", cls.telegram_timeout_seconds)
             ),
+            bot_pod=load_bot_pod(chart_dir(env)),
         )

@@ -1,11 +1,15 @@
-"""The operator behind operator.enabled: the CRD in crds/, RBAC equal to the kustomize base, a
-one-replica restricted Deployment wired to the operator's settings, and its NetworkPolicy."""
+"""The operator behind operator.enabled: the CRD in crds/ and the RBAC rules, both one file in k8s/
+that the chart links to; a one-replica restricted Deployment wired to the operator's settings,
+and its NetworkPolicy."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -19,7 +23,9 @@ from .helpers import (
     FULLNAME,
     NAMESPACE,
     REPO_ROOT,
+    REQUIRED,
     Manifest,
+    deep_merge,
     env_of,
     find,
     one,
@@ -29,7 +35,9 @@ from .helpers import (
 OPERATOR = f"{FULLNAME}-operator"
 KUSTOMIZE_BASE = REPO_ROOT / "k8s" / "operator"
 CRD_SOURCE = REPO_ROOT / "k8s" / "crd" / "telegrambots.yaml"
-CRD_COPY = CHART_DIR / "crds" / "telegrambots.yaml"
+CRD_LINK = CHART_DIR / "crds" / "telegrambots.yaml"
+RBAC_SOURCE = KUSTOMIZE_BASE / "clusterrole.yaml"
+RBAC_LINK = CHART_DIR / "files" / "operator-clusterrole.yaml"
 ON: dict[str, Any] = {"operator": {"enabled": True}}
 
 
@@ -49,14 +57,19 @@ def _keys(objects: list[Manifest]) -> set[tuple[str, str]]:
 # --- the CRD ----------------------------------------------------------------------------------
 
 
-def test_chart_crd_is_an_exact_copy_of_the_k8s_one() -> None:
-    """crds/ cannot be templated, so it is a copy; this keeps the two from drifting."""
-    assert CRD_COPY.read_bytes() == CRD_SOURCE.read_bytes()
+@pytest.mark.parametrize(("link", "source"), [(CRD_LINK, CRD_SOURCE), (RBAC_LINK, RBAC_SOURCE)])
+def test_chart_links_to_the_one_copy_in_k8s(link: Path, source: Path) -> None:
+    """crds/ cannot be templated and Helm reads no file outside the chart, so the chart holds a
+    relative symlink (Helm follows it, and `helm package` stores the target's content)."""
+    assert link.is_symlink()
+    assert not Path(os.readlink(link)).is_absolute()
+    assert link.resolve() == source.resolve()
 
 
 def test_helm_loads_the_crd_from_crds_and_never_templates_it(chart: helm.Chart) -> None:
     (crd,) = chart.crds
     assert crd["name"] == "crds/telegrambots.yaml"
+    assert crd["data"] == CRD_SOURCE.read_text()
     document = yaml.safe_load(crd["data"])
     assert document["kind"] == "CustomResourceDefinition"
     assert document["metadata"]["name"] == "telegrambots.hello-bot.dev"
@@ -111,6 +124,18 @@ def test_cluster_role_rules_equal_the_kustomize_base(
 ) -> None:
     role = one(rendered_variants["operator-on"], "ClusterRole", OPERATOR)
     assert role["rules"] == _kustomize("clusterrole.yaml")["rules"]
+    # Read from the linked file, never written out again in the template.
+    template = (CHART_DIR / "templates" / "operator" / "clusterrole.yaml").read_text()
+    assert "apiGroups" not in template
+
+
+def test_a_chart_without_the_rbac_file_fails_clearly(tmp_path: Path) -> None:
+    copy = tmp_path / "hello-bot"
+    shutil.copytree(CHART_DIR, copy, symlinks=False)
+    (copy / "files" / "operator-clusterrole.yaml").unlink()
+    with helm.Chart.load(copy) as broken, pytest.raises(helm.HelmError) as caught:
+        broken.render(deep_merge(REQUIRED, ON), name="demo", namespace=NAMESPACE)
+    assert "files/operator-clusterrole.yaml" in str(caught.value)
 
 
 def test_binding_ties_the_role_to_the_operators_service_account(

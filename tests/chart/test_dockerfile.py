@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -118,3 +119,21 @@ def test_dockerignore_sends_only_what_the_image_needs() -> None:
         "!operator/hello_operator/",
     ):
         assert needed in lines
+
+
+def test_operator_image_ships_the_charts_bot_pod_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator renders bots from the chart's shape; in the image it looks next to its package
+    (hello_operator/pod_shape.py), and the final stage copies that whole package directory."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "operator"))
+    pod_shape = importlib.import_module("hello_operator.pod_shape")
+    package = Path(pod_shape.__file__).resolve().parent
+    bundled = Path("hello_operator") / pod_shape.BUNDLED_CHART_DIR.relative_to(package)
+    stages = dockerfile_stages()
+    copies = [a for i, a in stages["operator-builder"] if i == "COPY"]
+    ignored = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    for name in (pod_shape.SHAPE_FILE, pod_shape.VALUES_FILE):
+        assert f"charts/hello-bot/{name} {bundled / name}" in copies
+        assert f"!charts/hello-bot/{name}" in ignored
+    assert ("COPY", "--from=operator-builder /app/hello_operator /app/hello_operator") in stages[
+        "operator"
+    ]

@@ -8,8 +8,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from hello_operator import children
+from hello_operator.pod_shape import load_bot_pod
 
 API = "http://127.0.0.1:9/bot-api"
+# The checkout's chart: the same shape the operator image ships.
+POD = load_bot_pod()
 
 
 def spec(**overrides: Any) -> dict[str, Any]:
@@ -34,9 +37,9 @@ def with_meta(manifest: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     "manifest",
     [
-        with_meta(children.render_deployment("echo", spec(), "img:1", API)),
-        with_meta(children.render_deployment("echo", spec(webhook=None), "img:1", API)),
-        with_meta(children.render_job("echo", spec(), API)),
+        with_meta(children.render_deployment("echo", spec(), "img:1", API, POD)),
+        with_meta(children.render_deployment("echo", spec(webhook=None), "img:1", API, POD)),
+        with_meta(children.render_job("echo", spec(), API, POD)),
         with_meta(children.render_service("echo")),
         with_meta(
             children.render_ingress(
@@ -77,7 +80,7 @@ def test_bad_specs_are_named(bad: dict[str, Any], fragment: str) -> None:
 
 
 def test_deployment_follows_the_runtime_contract() -> None:
-    deployment = children.render_deployment("echo", spec(replicas=2), "img:1", API)
+    deployment = children.render_deployment("echo", spec(replicas=2), "img:1", API, POD)
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["args"] == ["serve"]
@@ -97,15 +100,16 @@ def test_deployment_follows_the_runtime_contract() -> None:
     assert env["ENVIRONMENT"]["value"] == "production"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["resources"] == children.DEFAULT_RESOURCES
+    assert container["resources"] == POD.resources
+    assert container["resources"]["limits"]["memory"] == "256Mi"
     # No secret value is ever inlined: every secret-ish variable is a reference.
     assert all("value" not in env[n] for n in ("BOT_TOKEN", "DATABASE_URL", "WEBHOOK_SECRET"))
 
 
 def test_pods_are_restricted() -> None:
     for manifest in (
-        children.render_deployment("echo", spec(), "img:1", API),
-        children.render_job("echo", spec(), API),
+        children.render_deployment("echo", spec(), "img:1", API, POD),
+        children.render_job("echo", spec(), API, POD),
     ):
         pod = manifest["spec"]["template"]["spec"]
         container = pod["containers"][0]
@@ -118,7 +122,7 @@ def test_pods_are_restricted() -> None:
 
 
 def test_polling_runs_one_recreated_pod_without_webhook_env() -> None:
-    deployment = children.render_deployment("echo", spec(webhook=None), "img:1", API)
+    deployment = children.render_deployment("echo", spec(webhook=None), "img:1", API, POD)
     assert deployment["spec"]["template"]["spec"]["containers"][0]["args"] == ["poll"]
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert not {"WEBHOOK_URL", "WEBHOOK_SECRET"} & env_of(deployment).keys()
@@ -130,15 +134,15 @@ def test_external_database_and_redis_come_from_secrets() -> None:
         redis={"secretName": "redis"},
         env=[{"name": "LOG_LEVEL", "value": "DEBUG"}],
     )
-    env = env_of(children.render_deployment("echo", external, "img:1", API))
+    env = env_of(children.render_deployment("echo", external, "img:1", API, POD))
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "db", "key": "URL"}
     assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "redis", "key": "REDIS_URL"}
     assert env["LOG_LEVEL"]["value"] == "DEBUG"
 
 
 def test_job_is_named_by_image_and_runs_migrate() -> None:
-    job_1 = children.render_job("echo", spec(image="img:1"), API)
-    job_2 = children.render_job("echo", spec(image="img:2"), API)
+    job_1 = children.render_job("echo", spec(image="img:1"), API, POD)
+    job_2 = children.render_job("echo", spec(image="img:2"), API, POD)
     assert job_1["metadata"]["name"] != job_2["metadata"]["name"]
     assert job_1["metadata"]["name"] == children.job_name("echo", "img:1")
     container = job_1["spec"]["template"]["spec"]["containers"][0]

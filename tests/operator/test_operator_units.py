@@ -242,7 +242,9 @@ async def test_health_check_refreshes_readiness_from_the_deployment(
     clients: reconcile.Clients, cluster: Cluster, bot_api: FakeBotApi
 ) -> None:
     await add_token(cluster)
-    deployment = children.render_deployment("h", {"token": {"secretName": "tok"}}, "img:1", "x")
+    deployment = children.render_deployment(
+        "h", {"token": {"secretName": "tok"}}, "img:1", "x", clients.config.bot_pod
+    )
     deployment["metadata"]["namespace"] = cluster.ns
     deployment["status"] = {"readyReplicas": 1}
     await cluster.create("apps/v1", "deployments", deployment)

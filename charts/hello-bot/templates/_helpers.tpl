@@ -157,6 +157,18 @@ through $(VAR) expansion, so no password lands in a ConfigMap or in the Pod spec
   value: {{ printf "postgresql+asyncpg://%s:$(DATABASE_PASSWORD)@%s:%s/%s" (include "hello-bot.database.user" .) (include "hello-bot.database.host" .) (include "hello-bot.database.port" .) (include "hello-bot.database.name" .) | quote }}
 {{- end -}}
 
+{{/*
+The bot's Pod shape, shared with the operator: files/bot-pod.yaml as a dict.
+Usage: $pod := include "hello-bot.botPod" . | fromYaml
+*/}}
+{{- define "hello-bot.botPod" -}}
+{{- $pod := .Files.Get "files/bot-pod.yaml" | fromYaml -}}
+{{- if not (and $pod.pod $pod.container $pod.strategy) -}}
+{{- fail "hello-bot: files/bot-pod.yaml is missing or incomplete (is it in .helmignore?)" -}}
+{{- end -}}
+{{- toYaml $pod -}}
+{{- end -}}
+
 {{/* Restricted Pod Security Standard: pod level. */}}
 {{- define "hello-bot.podSecurityContext" -}}
 runAsNonRoot: true
