@@ -121,6 +121,14 @@ def test_chat_refuses_an_unmigrated_postgres_with_a_clear_line(
     assert "bot>" not in result.stdout
 
 
+def test_chat_without_a_reachable_postgres_says_so_in_one_line(tmp_path: Path) -> None:
+    dead = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
+    result = run_bot(tmp_path, "chat", stdin="/start\n", DATABASE_URL=dead)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: database unreachable: ")
+
+
 def poll_process(tmp_path: Path, telegram: FakeTelegram, database_url: str) -> BotProcess:
     env = {"BOT_TOKEN": TEST_TOKEN, "TELEGRAM_API_URL": telegram.url, "LOG_FORMAT": "json"}
     return BotProcess({**env, "DATABASE_URL": database_url}, cwd=tmp_path, command="poll")
