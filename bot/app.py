@@ -28,6 +28,7 @@ from bot.middlewares.session import SessionMiddleware
 from bot.observability.tracing import start_tracing
 from bot.outbound import FloodControlMiddleware, RetryMiddleware, pin_response_models
 from bot.services.users import UserService
+from bot.tenant import Tenant
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -62,7 +63,7 @@ async def open_resources(
     return Resources(
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
-        cache=Cache(prefix=settings.project_name, redis=redis),
+        cache=Cache(redis=redis),
         tracer_provider=provider,
     )
 
@@ -146,6 +147,8 @@ class BotApp:
     schema: SchemaGate
     bot: Bot
     dp: Dispatcher
+    tenant: Tenant
+    """Handed to the Dispatcher with every update: `dp.feed_update(bot, update, tenant=...)`."""
 
 
 @asynccontextmanager
@@ -166,4 +169,8 @@ async def assemble(
             bot = create_bot(settings)
         stack.push_async_callback(bot.session.close)
         dp = create_dispatcher(settings, resources=resources, deduplicate=deduplicate)
-        yield BotApp(settings=settings, resources=resources, schema=schema, bot=bot, dp=dp)
+        # One bot per process here: its namespace is the project's, as the keys always were.
+        tenant = Tenant(name=settings.project_name, bot_id=bot.id, namespace=settings.project_name)
+        yield BotApp(
+            settings=settings, resources=resources, schema=schema, bot=bot, dp=dp, tenant=tenant
+        )

@@ -66,24 +66,20 @@ class MemoryStore:
 
 
 class Cache:
-    """String cache with keys namespaced by project, e.g. ``hello-bot:user:42``."""
+    """String cache shared by the bots of the process; each bot's keys carry its namespace
+    (`bot.tenant.Tenant.key`)."""
 
     def __init__(
         self,
         *,
-        prefix: str,
         redis: Redis | None = None,
         memory: MemoryStore | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.prefix = prefix
         self.redis = redis
         self.memory = memory or MemoryStore()
         self._clock = clock
         self._redis_down_until = 0.0
-
-    def key(self, *parts: str | int) -> str:
-        return ":".join((self.prefix, *map(str, parts)))
 
     @property
     def redis_available(self) -> bool:

@@ -62,10 +62,8 @@ class Settings(BaseSettings):
     @field_validator("bot_token")
     @classmethod
     def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
-        # The message must not echo the value: it is a secret even when malformed.
-        if value is not None and not _TOKEN_RE.match(value.get_secret_value()):
-            msg = "must look like 123456:ABC... (the token @BotFather gave you)"
-            raise ValueError(msg)
+        if value is not None:
+            check_token(value.get_secret_value())
         return value
 
     @field_validator("database_url", mode="before")
@@ -112,12 +110,8 @@ class Settings(BaseSettings):
     @field_validator("webhook_secret")
     @classmethod
     def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        # Telegram's own rule for secret_token.
-        if value is not None and not re.fullmatch(
-            r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()
-        ):
-            msg = "must be 1-256 characters of A-Z, a-z, 0-9, _ and -"
-            raise ValueError(msg)
+        if value is not None:
+            check_webhook_secret(value.get_secret_value())
         return value
 
     @model_validator(mode="after")
@@ -158,6 +152,20 @@ class Settings(BaseSettings):
                 value = _mask(name, value.get_secret_value())
             shown[name.upper()] = "" if value is None else str(value)
         return shown
+
+
+def check_token(token: str) -> None:
+    """Raises ValueError for a malformed token, without echoing it: it is a secret even then."""
+    if not _TOKEN_RE.match(token):
+        msg = "must look like 123456:ABC... (the token @BotFather gave you)"
+        raise ValueError(msg)
+
+
+def check_webhook_secret(secret: str) -> None:
+    """Telegram's own rule for secret_token."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+        msg = "must be 1-256 characters of A-Z, a-z, 0-9, _ and -"
+        raise ValueError(msg)
 
 
 def _mask(name: str, secret: str) -> str:

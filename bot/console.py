@@ -106,4 +106,5 @@ async def run_console(
             if not line:
                 break
             if text := line.strip():
-                await app.dp.feed_update(bot, console_update(update_id, text, user))
+                update = console_update(update_id, text, user)
+                await app.dp.feed_update(bot, update, tenant=app.tenant)

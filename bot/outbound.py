@@ -7,6 +7,7 @@ through them, in every mode.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections import OrderedDict
@@ -138,20 +139,18 @@ class TokenBucket:
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
-class FloodControlMiddleware(BaseRequestMiddleware):
-    """Keeps to Telegram's limits: about 30 messages/s overall, about 1/s per private chat with
-    short bursts, 20/min per group. Only calls that post into a chat are paced."""
+class ChatLimiter:
+    """One bot's budget: Telegram counts its limits per token, so every bot has its own."""
 
     def __init__(
         self,
         *,
-        global_rate: float = 30.0,
-        chat_rate: float = 1.0,
-        chat_burst: float = 3.0,
-        group_per_minute: float = 20.0,
-        max_chats: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Any] = asyncio.sleep,
+        global_rate: float,
+        chat_rate: float,
+        chat_burst: float,
+        group_per_minute: float,
+        max_chats: int,
+        clock: Callable[[], float],
     ) -> None:
         self.global_bucket = TokenBucket(global_rate, global_rate, clock) if global_rate else None
         self.chat_rate = chat_rate
@@ -160,7 +159,6 @@ class FloodControlMiddleware(BaseRequestMiddleware):
         self.max_chats = max_chats
         self._chats: OrderedDict[int | str, TokenBucket] = OrderedDict()
         self._clock = clock
-        self._sleep = sleep
 
     def delay_for(self, chat_id: int | str) -> float:
         """Reserve a slot for one message to `chat_id`; returns how long to wait for it."""
@@ -183,6 +181,48 @@ class FloodControlMiddleware(BaseRequestMiddleware):
             self._chats.move_to_end(chat_id)
         return bucket
 
+
+class FloodControlMiddleware(BaseRequestMiddleware):
+    """Keeps to Telegram's limits: about 30 messages/s overall, about 1/s per private chat with
+    short bursts, 20/min per group, each per bot. Only calls that post into a chat are paced.
+
+    One middleware can sit on a session that several Bots share (the connection pool and TLS
+    context are not limited by Telegram), and still pace each bot on its own budget.
+    """
+
+    def __init__(
+        self,
+        *,
+        global_rate: float = 30.0,
+        chat_rate: float = 1.0,
+        chat_burst: float = 3.0,
+        group_per_minute: float = 20.0,
+        max_chats: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self._new_limiter = functools.partial(
+            ChatLimiter,
+            global_rate=global_rate,
+            chat_rate=chat_rate,
+            chat_burst=chat_burst,
+            group_per_minute=group_per_minute,
+            max_chats=max_chats,
+            clock=clock,
+        )
+        self._limiters: dict[int, ChatLimiter] = {}
+        self._sleep = sleep
+
+    def limiter(self, bot_id: int) -> ChatLimiter:
+        limiter = self._limiters.get(bot_id)
+        if limiter is None:
+            limiter = self._limiters[bot_id] = self._new_limiter()
+        return limiter
+
+    def delay_for(self, chat_id: int | str, *, bot_id: int = 0) -> float:
+        """Reserve a slot for one message of bot `bot_id` to `chat_id`; returns the wait."""
+        return self.limiter(bot_id).delay_for(chat_id)
+
     async def __call__(
         self,
         make_request: NextRequestMiddlewareType[TelegramType],
@@ -191,7 +231,7 @@ class FloodControlMiddleware(BaseRequestMiddleware):
     ) -> Response[TelegramType]:
         chat_id = getattr(method, "chat_id", None)
         if chat_id is not None and type(method).__name__.startswith(("Send", "Forward", "Copy")):
-            delay = self.delay_for(chat_id)
+            delay = self.delay_for(chat_id, bot_id=bot.id)
             if delay > 0:
                 BOT_API_THROTTLED.observe(delay)
                 await self._sleep(delay)

@@ -54,4 +54,5 @@ async def _poll(app: BotApp) -> None:
         allowed_updates=app.dp.resolve_used_update_types(),
         handle_signals=False,
         close_bot_session=False,
+        tenant=app.tenant,
     )

@@ -26,6 +26,7 @@ from bot.lifecycle import ServerState, settle_heap, until_signalled
 from bot.observability.metrics import WEBHOOK_REQUESTS
 from bot.probes import MAX_BODY_BYTES, create_probe_app, start_http
 from bot.retry_policy import is_retryable
+from bot.tenant import Tenant
 
 log = structlog.get_logger(__name__)
 
@@ -48,9 +49,15 @@ class WebhookHandler(SimpleRequestHandler):
         secret: str,
         schema: SchemaGate,
         state: ServerState,
+        tenant: Tenant,
     ) -> None:
+        # `tenant` goes into the data of every update this handler feeds (`self.data`).
         super().__init__(
-            dispatcher=dispatcher, bot=bot, handle_in_background=False, secret_token=secret
+            dispatcher=dispatcher,
+            bot=bot,
+            handle_in_background=False,
+            secret_token=secret,
+            tenant=tenant,
         )
         self.schema = schema
         self.state = state
@@ -123,6 +130,7 @@ def create_app(app: BotApp, *, state: ServerState) -> web.Application:
         secret=app.settings.require_webhook_secret(),
         schema=app.schema,
         state=state,
+        tenant=app.tenant,
     ).register(web_app, path=app.settings.webhook_path)
     return web_app
 

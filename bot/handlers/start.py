@@ -9,6 +9,7 @@ from aiogram.types import User as TelegramUser
 from aiogram.utils.formatting import Bold, Text
 
 from bot.services.users import UserProfile, UserService
+from bot.tenant import Tenant
 
 
 def profile_of(user: TelegramUser) -> UserProfile:
@@ -29,12 +30,12 @@ def greeting(first_name: str, *, is_new: bool) -> Text:
     return Text("Welcome back, ", Bold(first_name), "!")
 
 
-async def start_handler(message: Message, user_service: UserService) -> None:
+async def start_handler(message: Message, user_service: UserService, tenant: Tenant) -> None:
     """Registers the sender (or refreshes their profile) and greets them."""
     if message.from_user is None:
         await message.answer("Hello! Send /start from a personal account to get acquainted.")
         return
-    registered = await user_service.register(profile_of(message.from_user))
+    registered = await user_service.register(profile_of(message.from_user), tenant=tenant)
     await message.answer(
         **greeting(message.from_user.first_name, is_new=registered.is_new).as_kwargs()
     )

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from bot.middlewares.observer import UpdateInfo
     from bot.services.users import UserService
+    from bot.tenant import Tenant
 
 # What aiogram hands a middleware as `handler`: the rest of the chain.
 NextHandler: TypeAlias = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
@@ -25,6 +26,8 @@ class HandlerData(MiddlewareData, total=False):
     update type sees them; the rest is per update.
     """
 
+    tenant: Tenant
+    """The bot this update came to; every mode passes it with each update."""
     user_service: UserService
     """Registers users (workflow data)."""
     session: AsyncSession

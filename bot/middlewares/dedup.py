@@ -1,7 +1,7 @@
 """Exactly-once updates: each update_id is claimed before processing and marked done after;
 processing has a deadline, counted from the claim.
 
-A claim is `SET NX` on ``<project>:update:<id>`` (memory fallback when Redis is away):
+A claim is `SET NX` on ``<bot namespace>:update:<id>`` (memory fallback when Redis is away):
 - "processing" with a short TTL while a worker has it, so a crashed worker's claim expires and
   Telegram's redelivery is processed;
 - "done" for a day once finished (Telegram gives up redelivering within 24 h), so a redelivered
@@ -25,6 +25,7 @@ from bot.middlewares import NextHandler
 from bot.middlewares.observer import UPDATE_INFO_KEY, UpdateInfo
 from bot.observability.metrics import DUPLICATES
 from bot.retry_policy import is_retryable
+from bot.tenant import Tenant
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +57,9 @@ class DeduplicationMiddleware(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         assert isinstance(event, Update)
-        key = self.cache.key("update", event.update_id)
+        # update_ids are per bot: bot A's update 5 must never mark bot B's update 5 done.
+        tenant: Tenant = data["tenant"]
+        key = tenant.key("update", event.update_id)
         if not await self._claim(key):
             info: UpdateInfo | None = data.get(UPDATE_INFO_KEY)
             if info is not None:

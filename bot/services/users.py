@@ -14,6 +14,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from bot.cache import Cache
 from bot.db.models import User
+from bot.tenant import Tenant
 
 log = structlog.get_logger(__name__)
 
@@ -60,12 +61,12 @@ class UserService:
         self.upsert = _upsert_statement(engine.dialect.name)
         self.cache = cache
 
-    async def register(self, profile: UserProfile) -> RegisteredUser:
+    async def register(self, profile: UserProfile, *, tenant: Tenant) -> RegisteredUser:
         """Get or create the user and bring their profile up to date.
 
         A cache hit with an identical profile touches no database at all.
         """
-        key = self.cache.key("user", profile.telegram_id)
+        key = tenant.key("user", profile.telegram_id)
         if await self._cached(key) == profile:
             return RegisteredUser(profile=profile, is_new=False)
         # Stored before it is cached or announced: a write that failed after the greeting made

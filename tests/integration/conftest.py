@@ -43,7 +43,7 @@ class Harness:
         return self.app.dp
 
     async def feed(self, update: dict[str, Any]) -> Any:
-        return await self.dp.feed_raw_update(self.bot, update)
+        return await self.dp.feed_raw_update(self.bot, update, tenant=self.app.tenant)
 
     async def user_rows(self, telegram_id: int) -> list[User]:
         async with self.resources.sessionmaker() as session:

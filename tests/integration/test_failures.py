@@ -24,6 +24,7 @@ from bot.cache import Cache, create_redis
 from bot.db.migrations import upgrade_to_head
 from bot.middlewares.dedup import DeduplicationMiddleware
 from bot.retry_policy import is_retryable
+from bot.tenant import Tenant
 from tests.conftest import REDIS_URL
 from tests.integration.conftest import Harness
 from tests.support.fake_telegram import Scripted
@@ -180,17 +181,18 @@ async def test_an_update_done_before_redis_lost_its_keys_is_not_processed_again(
     # each was answered a second time although this process remembered it as done.
     redis = create_redis(REDIS_URL)
     try:
-        cache = Cache(prefix=project_name, redis=redis)
+        cache = Cache(redis=redis)
+        tenant = Tenant(name=project_name, bot_id=1, namespace=project_name)
         dedup = DeduplicationMiddleware(cache=cache, deadline=30, wait=1)
         calls: list[int] = []
 
         async def handler(_event: object, _data: dict[str, object]) -> None:
             calls.append(1)
 
-        await dedup(handler, Update(update_id=7), {})
-        key = cache.key("update", 7)
+        await dedup(handler, Update(update_id=7), {"tenant": tenant})
+        key = tenant.key("update", 7)
         await redis.delete(key)  # what a restart without persistence does to every key
-        await dedup(handler, Update(update_id=7), {})
+        await dedup(handler, Update(update_id=7), {"tenant": tenant})
         assert calls == [1]
         assert await redis.get(key) == b"done"  # Redis learnt it back, for the other replicas
         assert 0 < await redis.pttl(key) <= 25 * 3600 * 1000

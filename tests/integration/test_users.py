@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from bot.services.users import UserProfile, UserService
+from bot.tenant import Tenant
 from tests.integration.conftest import Harness
 from tests.support.updates import message_update, start_update, user
 
@@ -37,7 +38,7 @@ def count_writes(engine: AsyncEngine) -> Iterator[list[str]]:
 
 async def register(h: Harness, profile: UserProfile) -> bool:
     service = UserService(engine=h.resources.engine, cache=h.resources.cache)
-    return (await service.register(profile)).is_new
+    return (await service.register(profile, tenant=h.app.tenant)).is_new
 
 
 async def test_warm_start_with_unchanged_profile_writes_nothing(harness: Harness) -> None:
@@ -58,14 +59,14 @@ async def test_changed_profile_writes_once_and_refreshes_the_cache(harness: Harn
         assert await register(harness, changed) is False
         assert await register(harness, changed) is False
     assert len(writes) == 1
-    cached = await harness.resources.cache.get(harness.resources.cache.key("user", uid))
+    cached = await harness.resources.cache.get(harness.app.tenant.key("user", uid))
     assert cached is not None
     assert UserProfile.model_validate_json(cached) == changed
 
 
 async def test_corrupt_cache_entry_is_ignored_and_replaced(harness: Harness) -> None:
     uid = random.randint(10**9, 2 * 10**9)
-    key = harness.resources.cache.key("user", uid)
+    key = harness.app.tenant.key("user", uid)
     await harness.resources.cache.set(key, "{not json", 60)
     assert await register(harness, UserProfile(telegram_id=uid, first_name="C")) is True
     cached = await harness.resources.cache.get(key)
@@ -102,7 +103,7 @@ async def test_registration_is_stored_before_it_is_cached_or_announced(
     with pytest.raises(OperationalError):
         await harness.feed(start_update(user(uid, "Late")))
     assert harness.telegram.calls_to("sendMessage") == []  # nothing announced
-    assert await harness.resources.cache.get(harness.resources.cache.key("user", uid)) is None
+    assert await harness.resources.cache.get(harness.app.tenant.key("user", uid)) is None
     monkeypatch.undo()
     await harness.feed(start_update(user(uid, "Late")))  # Telegram's redelivery
     assert harness.telegram.sent_texts() == [
@@ -118,10 +119,10 @@ async def test_registration_survives_a_handler_that_fails_after_it(harness: Harn
     rollbacks: list[object] = []
 
     async def register_then_fail(
-        message: Message, user_service: UserService, session: AsyncSession
+        message: Message, user_service: UserService, session: AsyncSession, tenant: Tenant
     ) -> None:
         assert message.from_user is not None
-        await user_service.register(UserProfile(telegram_id=uid, first_name="Kept"))
+        await user_service.register(UserProfile(telegram_id=uid, first_name="Kept"), tenant=tenant)
         event.listen(session.sync_session, "after_rollback", rollbacks.append)
         await session.execute(text("SELECT 1"))  # the update's own transaction is in use too
         raise RuntimeError("handler failed after registering")
@@ -130,5 +131,5 @@ async def test_registration_survives_a_handler_that_fails_after_it(harness: Harn
     await harness.feed(message_update(user(uid, "Kept"), "/fail-after-register"))
     assert len(rollbacks) == 1  # the update's transaction did roll back
     assert await harness.count_users(uid) == 1
-    cached = await harness.resources.cache.get(harness.resources.cache.key("user", uid))
+    cached = await harness.resources.cache.get(harness.app.tenant.key("user", uid))
     assert cached is not None

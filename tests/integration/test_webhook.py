@@ -359,7 +359,7 @@ async def test_a_claim_freed_late_in_the_wait_still_gets_the_whole_processing_de
     webhook = await make_webhook(update_timeout_seconds=1.0)
     h = webhook.harness
     update = message_update(user(uid()), "after a crash")
-    key = h.resources.cache.key("update", update["update_id"])
+    key = h.app.tenant.key("update", update["update_id"])
     await h.resources.cache.set_nx(key, "processing", 0.9)  # a dead worker's claim, expiring
     h.telegram.script("sendMessage", Scripted(delay=0.6, body=None, delivered=True))
 

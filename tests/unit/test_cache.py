@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from bot.cache import Cache, MemoryStore
+from bot.tenant import Tenant
 
 
 class Clock:
@@ -40,9 +41,9 @@ def test_set_nx_claims_once_until_expiry() -> None:
     assert store.set_nx("k", "z", ttl=5) is True
 
 
-async def test_cache_without_redis_uses_memory_and_prefixes_keys() -> None:
-    cache = Cache(prefix="proj")
-    key = cache.key("user", 42)
+async def test_cache_without_redis_uses_memory_and_keys_carry_the_bot_namespace() -> None:
+    cache = Cache()
+    key = Tenant(name="proj", bot_id=7, namespace="proj").key("user", 42)
     assert key == "proj:user:42"
     assert await cache.get(key) is None
     await cache.set(key, "v", ttl=60)

@@ -12,8 +12,11 @@ from sqlalchemy.exc import OperationalError
 from bot.cache import Cache
 from bot.errors import UpdateInProgressError
 from bot.middlewares.dedup import DeduplicationMiddleware
+from bot.tenant import Tenant
 
 UPDATE = Update(update_id=1)
+TENANT = Tenant(name="p", bot_id=11, namespace="p")
+DATA: dict[str, Any] = {"tenant": TENANT}
 
 
 def middleware(cache: Cache, wait: float = 1.0) -> DeduplicationMiddleware:
@@ -21,50 +24,50 @@ def middleware(cache: Cache, wait: float = 1.0) -> DeduplicationMiddleware:
 
 
 async def test_second_delivery_is_skipped() -> None:
-    cache, calls = Cache(prefix="p"), []
+    cache, calls = Cache(), []
 
     async def handler(_event: Any, _data: dict[str, Any]) -> str:
         calls.append(1)
         return "done"
 
     dedup = middleware(cache)
-    assert await dedup(handler, UPDATE, {}) == "done"
-    assert await dedup(handler, UPDATE, {}) is None
+    assert await dedup(handler, UPDATE, DATA) == "done"
+    assert await dedup(handler, UPDATE, DATA) is None
     assert calls == [1]
     assert await cache.get("p:update:1") == "done"
 
 
 async def test_retryable_failure_releases_the_claim() -> None:
-    cache = Cache(prefix="p")
+    cache = Cache()
 
     async def broken(_event: Any, _data: dict[str, Any]) -> None:
         raise OperationalError("SELECT 1", {}, ConnectionRefusedError())
 
     with pytest.raises(OperationalError):
-        await middleware(cache)(broken, UPDATE, {})
+        await middleware(cache)(broken, UPDATE, DATA)
     assert await cache.get("p:update:1") is None
 
 
 async def test_a_bug_is_final() -> None:
-    cache = Cache(prefix="p")
+    cache = Cache()
 
     async def buggy(_event: Any, _data: dict[str, Any]) -> None:
         raise ZeroDivisionError
 
     with pytest.raises(ZeroDivisionError):
-        await middleware(cache)(buggy, UPDATE, {})
+        await middleware(cache)(buggy, UPDATE, DATA)
     assert await cache.get("p:update:1") == "done"
 
 
 async def test_cancellation_releases_the_claim() -> None:
-    cache = Cache(prefix="p")
+    cache = Cache()
     started = asyncio.Event()
 
     async def slow(_event: Any, _data: dict[str, Any]) -> None:
         started.set()
         await asyncio.Event().wait()
 
-    task = asyncio.create_task(middleware(cache)(slow, UPDATE, {}))
+    task = asyncio.create_task(middleware(cache)(slow, UPDATE, DATA))
     await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -73,30 +76,30 @@ async def test_cancellation_releases_the_claim() -> None:
 
 
 async def test_a_claim_held_too_long_elsewhere_is_in_progress() -> None:
-    cache = Cache(prefix="p")
+    cache = Cache()
     await cache.set("p:update:1", "processing", ttl=60)
 
     async def handler(_event: Any, _data: dict[str, Any]) -> None:
         raise AssertionError
 
     with pytest.raises(UpdateInProgressError):
-        await middleware(cache, wait=0.1)(handler, UPDATE, {})
+        await middleware(cache, wait=0.1)(handler, UPDATE, DATA)
 
 
 async def test_the_deadline_releases_the_claim_so_the_update_comes_back() -> None:
-    cache = Cache(prefix="p")
+    cache = Cache()
 
     async def hangs(_event: Any, _data: dict[str, Any]) -> None:
         await asyncio.Event().wait()
 
     dedup = DeduplicationMiddleware(cache=cache, deadline=0.05)
     with pytest.raises(TimeoutError):
-        await dedup(hangs, UPDATE, {})
+        await dedup(hangs, UPDATE, DATA)
     assert await cache.get("p:update:1") is None
 
 
 async def test_the_deadline_starts_when_the_claim_is_won() -> None:
-    cache = Cache(prefix="p")
+    cache = Cache()
     await cache.set_nx("p:update:1", "processing", 1.2)  # a dead worker's claim, expiring
 
     async def takes_a_while(_event: Any, _data: dict[str, Any]) -> str:
@@ -105,4 +108,20 @@ async def test_the_deadline_starts_when_the_claim_is_won() -> None:
 
     # 1.2 s of waiting, then 0.2 s of work: within a 1 s deadline only if it starts late.
     dedup = DeduplicationMiddleware(cache=cache, deadline=1.0, wait=3.0)
-    assert await dedup(takes_a_while, UPDATE, {}) == "done"
+    assert await dedup(takes_a_while, UPDATE, DATA) == "done"
+
+
+async def test_update_ids_are_per_bot() -> None:
+    """Bot A's update 1 done must not make bot B's update 1 a duplicate (one host, many bots)."""
+    cache, calls = Cache(), []
+
+    async def handler(_event: Any, data: dict[str, Any]) -> None:
+        calls.append(data["tenant"].name)
+
+    dedup = middleware(cache)
+    other = {"tenant": Tenant(name="q", bot_id=12, namespace="p:q")}
+    await dedup(handler, UPDATE, DATA)
+    await dedup(handler, UPDATE, other)
+    await dedup(handler, UPDATE, other)
+    assert calls == ["p", "q"]
+    assert await cache.get("p:q:update:1") == "done"

@@ -129,7 +129,20 @@ def test_chat_buckets_are_bounded() -> None:
     flood = FloodControlMiddleware(max_chats=100, clock=FakeTime().clock)
     for chat in range(1000):
         flood.delay_for(chat)
-    assert len(flood._chats) == 100
+    assert len(flood.limiter(0)._chats) == 100
+
+
+async def test_each_bot_of_a_shared_session_has_its_own_budget() -> None:
+    """Telegram limits per token: one bot's burst must not delay another bot's replies."""
+    time = FakeTime()
+    flood = FloodControlMiddleware(chat_rate=1, chat_burst=1, clock=time.clock, sleep=time.sleep)
+    other = Bot(token="654321:TEST-other-token-for-flood-control")
+    request = failing()
+    for _ in range(3):
+        await flood(request, BOT, SEND)
+    assert time.slept == [1.0, 1.0]
+    await flood(request, other, SEND)  # same chat, another bot: its first message goes at once
+    assert time.slept == [1.0, 1.0]
 
 
 async def test_only_calls_that_post_into_a_chat_are_paced() -> None:

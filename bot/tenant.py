@@ -1,0 +1,26 @@
+"""The per-bot object: what differs between the bots one process serves.
+
+Every mode hands one to the Dispatcher with each update (`feed_update(..., tenant=...)`, or
+`start_polling(..., tenant=...)`), so middlewares and services take it from handler data instead
+of a global: `serve`, `poll` and `chat` have one, the bot host one per bot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """One bot's identity and namespace; nothing in it is secret."""
+
+    name: str
+    """The project's name (`PROJECT_NAME`), or the bot's file name in the host."""
+    bot_id: int
+    """The number before the colon of the bot's token: public, it is the bot's user id."""
+    namespace: str
+    """Prefix of every cache key of this bot (update claims, cached profiles)."""
+
+    def key(self, *parts: str | int) -> str:
+        """A cache key of this bot's, e.g. ``hello-bot:update:42``."""
+        return ":".join((self.namespace, *map(str, parts)))
