@@ -1,4 +1,4 @@
-"""Command line: python -m bot [serve | poll | chat | migrate | check-config]."""
+"""Command line: python -m bot [serve | poll | chat | host | migrate | check-config]."""
 
 from __future__ import annotations
 
@@ -28,7 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--user-id", type=int, default=1, help="your pretend Telegram id")
     chat.add_argument("--first-name", default=None, help="your first name (default: $USER)")
     chat.add_argument("--username", default=None)
-    commands.add_parser("migrate", help="upgrade the database schema to head")
+    commands.add_parser("host", help="every bot of BOTS_DIR in one webhook server")
+    commands.add_parser(
+        "migrate", help="upgrade the database schema to head (every bot's, with BOTS_DIR)"
+    )
     commands.add_parser("check-config", help="validate settings and print them, secrets masked")
     return parser
 
@@ -56,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command(
     command: str, settings: Settings, args: argparse.Namespace
 ) -> Coroutine[Any, Any, None]:
-    if command in {"serve", "poll", "chat"}:
+    if command in {"serve", "poll", "chat", "host"}:
         # Start-up creates ~1M objects that live as long as the process (aiogram's models above
         # all); collecting while they were built cost ~0.5 s of start-up and freed nothing.
         # bot.lifecycle.settle_heap() turns the collector back on once the bot is up.
@@ -71,6 +74,10 @@ def _command(
         return run_polling(settings)
     if command == "chat":
         return _chat(settings, args)
+    if command == "host":
+        from bot.host import run_host  # noqa: PLC0415
+
+        return run_host(settings)
     return _migrate(settings)
 
 
@@ -114,6 +121,11 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def _migrate(settings: Settings) -> None:
+    if settings.bots_dir is not None:
+        from bot.host import migrate_bots  # noqa: PLC0415
+
+        await migrate_bots(settings)
+        return
     from bot.db.engine import create_engine  # noqa: PLC0415
     from bot.db.migrations import upgrade_to_head  # noqa: PLC0415
 

@@ -15,12 +15,13 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
 from opentelemetry import trace
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.cache import Cache, create_redis
 from bot.config import Settings
-from bot.db.engine import create_engine, create_sessionmaker
+from bot.db.engine import create_engine
 from bot.db.schema import SchemaGate
+from bot.db.scope import DataScope
 from bot.handlers import common, failures, start
 from bot.middlewares.dedup import DeduplicationMiddleware
 from bot.middlewares.observer import HandlerNameMiddleware, UpdateObserverMiddleware
@@ -42,7 +43,6 @@ class Resources:
     """Process-wide resources, opened once at start-up and closed once at shutdown."""
 
     engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
     cache: Cache
     tracer_provider: TracerProvider | None = None
 
@@ -62,29 +62,30 @@ async def open_resources(
     )
     return Resources(
         engine=engine,
-        sessionmaker=create_sessionmaker(engine),
         cache=Cache(redis=redis),
         tracer_provider=provider,
     )
 
 
-async def prepare_schema(settings: Settings, engine: AsyncEngine) -> SchemaGate:
-    """One policy for every mode: the embedded SQLite database upgrades itself; PostgreSQL is
-    migrated by `migrate` (the chart's Job), and the gate stays closed until it is."""
+async def prepare_schema(settings: Settings, scope: DataScope) -> SchemaGate:
+    """One policy for every mode and every bot: an embedded SQLite database upgrades itself;
+    PostgreSQL is migrated by `migrate` (the chart's Job), and the gate stays closed until it
+    is."""
     if settings.is_sqlite:
         from bot.db.migrations import upgrade_to_head  # noqa: PLC0415 - see bot.db.schema
 
-        before, after = await upgrade_to_head(engine)
+        before, after = await upgrade_to_head(scope.engine)
         if before != after:
             log.info("schema_upgraded", before=before, after=after)
-    schema = SchemaGate(engine)
+    schema = SchemaGate(scope)
     await schema.check()
     return schema
 
 
-def create_bot(settings: Settings, *, session: BaseSession | None = None) -> Bot:
-    if session is None:
-        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+def create_session(settings: Settings) -> BaseSession:
+    """The Bot API session: one per process, shared by every bot it serves (connection pool and
+    TLS context); flood control keeps a budget per bot, as Telegram counts them."""
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     # Flood control first (outermost): a retry re-enters make_request below it, so retries are
     # not paced twice; Telegram's own retry_after governs those.
     session.middleware(
@@ -94,8 +95,12 @@ def create_bot(settings: Settings, *, session: BaseSession | None = None) -> Bot
     )
     session.middleware(RetryMiddleware())
     pin_response_models()
+    return session
+
+
+def create_bot(token: str, session: BaseSession) -> Bot:
     return Bot(
-        token=settings.require_token(),
+        token=token,
         session=session,
         # No parse mode: replies carry entities, so user-supplied text is never parsed as markup.
         default=DefaultBotProperties(parse_mode=None, link_preview_is_disabled=True),
@@ -111,7 +116,7 @@ def create_dispatcher(
     # them by name (bot.middlewares.HandlerData lists the keys).
     dp = Dispatcher(
         name=settings.project_name,
-        user_service=UserService(engine=resources.engine, cache=resources.cache),
+        user_service=UserService(dialect=resources.engine.dialect.name, cache=resources.cache),
     )
     # Outer on update, in this order: the observer first, so every update (duplicates, unwanted
     # and failed ones included) gets its log context, metrics and canonical line; then dedup,
@@ -128,7 +133,7 @@ def create_dispatcher(
     # Inner, so they run only after a handler matched (an unmatched update costs no session), and
     # on every event type: a handler added for a new type gets the same data as the others. Not
     # on `update` (that is the outer chain above) nor `error` (no handler of ours ran there).
-    inner = (HandlerNameMiddleware(), SessionMiddleware(resources.sessionmaker))
+    inner = (HandlerNameMiddleware(), SessionMiddleware())
     for name, observer in dp.observers.items():
         if name not in {"update", "error"}:
             for middleware in inner:
@@ -139,14 +144,35 @@ def create_dispatcher(
 
 
 @dataclass(frozen=True, slots=True)
-class BotApp:
-    """What every mode runs: one Bot and one Dispatcher over the process's resources."""
+class Runtime:
+    """What the bots of a process share: settings, resources and the one Dispatcher."""
 
     settings: Settings
     resources: Resources
+    dp: Dispatcher
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings, *, deduplicate: bool = True, span_exporter: SpanExporter | None = None
+) -> AsyncIterator[Runtime]:
+    """The start-up every mode shares: resources opened, the Dispatcher built; all closed in
+    reverse on exit. `assemble` adds one bot to it; the bot host adds many."""
+    async with AsyncExitStack() as stack:
+        resources = await open_resources(settings, stack, span_exporter=span_exporter)
+        dp = create_dispatcher(settings, resources=resources, deduplicate=deduplicate)
+        yield Runtime(settings=settings, resources=resources, dp=dp)
+
+
+@dataclass(frozen=True, slots=True)
+class BotApp:
+    """What serve, poll and chat run: one bot on the runtime."""
+
+    settings: Settings
+    resources: Resources
+    dp: Dispatcher
     schema: SchemaGate
     bot: Bot
-    dp: Dispatcher
     tenant: Tenant
     """Handed to the Dispatcher with every update: `dp.feed_update(bot, update, tenant=...)`."""
 
@@ -159,18 +185,27 @@ async def assemble(
     deduplicate: bool = True,
     span_exporter: SpanExporter | None = None,
 ) -> AsyncIterator[BotApp]:
-    """The one start-up path of serve, poll, chat and the tests: open the resources, apply the
-    schema policy, build the Bot (unless given, as the console's is) and the Dispatcher; close
-    everything in reverse on exit."""
-    async with AsyncExitStack() as stack:
-        resources = await open_resources(settings, stack, span_exporter=span_exporter)
-        schema = await prepare_schema(settings, resources.engine)
+    """The start-up path of serve, poll, chat and the tests: the runtime, the schema policy, and
+    the Bot (unless given, as the console's is); everything closed in reverse on exit."""
+    async with (
+        open_runtime(settings, deduplicate=deduplicate, span_exporter=span_exporter) as runtime,
+        AsyncExitStack() as stack,
+    ):
+        # One bot per process: its rows are the database's own, its namespace the project's (as
+        # the keys always were).
+        scope = DataScope(runtime.resources.engine)
+        schema = await prepare_schema(settings, scope)
         if bot is None:
-            bot = create_bot(settings)
+            bot = create_bot(settings.require_token(), create_session(settings))
         stack.push_async_callback(bot.session.close)
-        dp = create_dispatcher(settings, resources=resources, deduplicate=deduplicate)
-        # One bot per process here: its namespace is the project's, as the keys always were.
-        tenant = Tenant(name=settings.project_name, bot_id=bot.id, namespace=settings.project_name)
+        tenant = Tenant(
+            name=settings.project_name, bot_id=bot.id, namespace=settings.project_name, data=scope
+        )
         yield BotApp(
-            settings=settings, resources=resources, schema=schema, bot=bot, dp=dp, tenant=tenant
+            settings=settings,
+            resources=runtime.resources,
+            dp=runtime.dp,
+            schema=schema,
+            bot=bot,
+            tenant=tenant,
         )

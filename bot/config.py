@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -48,13 +49,15 @@ class Settings(BaseSettings):
     # Outbound flood control (0 disables): messages per second overall and per private chat.
     telegram_rate_limit: float = Field(default=30.0, ge=0)
     telegram_chat_rate_limit: float = Field(default=1.0, ge=0)
+    # The bot host: one `<name>.env` file per bot (bot.bots_dir); `migrate` migrates them all.
+    bots_dir: Path | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("bot_token", "webhook_secret", mode="before")
+    @field_validator("bot_token", "webhook_secret", "bots_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -136,6 +139,12 @@ class Settings(BaseSettings):
             msg = "BOT_TOKEN is required for this command (get one from @BotFather)"
             raise ConfigError(msg)
         return self.bot_token.get_secret_value()
+
+    def require_bots_dir(self) -> Path:
+        if self.bots_dir is None:
+            msg = "BOTS_DIR is required by host (a directory of <name>.env files, one per bot)"
+            raise ConfigError(msg)
+        return self.bots_dir
 
     def require_webhook_secret(self) -> str:
         if self.webhook_secret is None:

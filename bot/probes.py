@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import Resources
 from bot.db.schema import SCHEMA_REVISION, SchemaGate
@@ -18,10 +21,21 @@ MAX_BODY_BYTES = 1024 * 1024
 READINESS_TIMEOUT_SECONDS = 2.0
 
 
+BotsReport = Callable[[], dict[str, Any]]
+
+
 def create_probe_app(
-    *, resources: Resources, schema: SchemaGate, state: ServerState
+    *,
+    resources: Resources,
+    schema: SchemaGate | None,
+    state: ServerState,
+    bots: BotsReport | None = None,
 ) -> web.Application:
-    """The probes and /metrics; the webhook mode adds its route to this same app."""
+    """The probes and /metrics; the webhook mode adds its route to this same app.
+
+    `schema` is the one bot's gate (serve, poll); the host passes None and `bots`, its per-bot
+    report: each bot has its own schema, and one bot's trouble does not make the Pod unready.
+    """
     app = web.Application(client_max_size=MAX_BODY_BYTES)
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -30,6 +44,8 @@ def create_probe_app(
 
     async def readyz(_request: web.Request) -> web.Response:
         checks, ready = await readiness(resources, schema, state)
+        if bots is not None:
+            checks["bots"] = bots()
         READY.set(1 if ready else 0)
         body = {"status": "ready" if ready else "not_ready", "checks": checks}
         return web.json_response(body, status=200 if ready else 503)
@@ -43,28 +59,26 @@ def create_probe_app(
 
 
 async def readiness(
-    resources: Resources, schema: SchemaGate, state: ServerState
+    resources: Resources, schema: SchemaGate | None, state: ServerState
 ) -> tuple[dict[str, Any], bool]:
     checks: dict[str, Any] = {}
-    ready = True
     if state.draining:
         checks["shutdown"] = {"status": "draining"}
-        ready = False
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
-            current = await schema.observe()
+            current = await (schema.observe() if schema else _ping(resources.engine))
     except Exception as exc:  # any failure to reach the database means not ready
         checks["database"] = {"status": "error", "error": type(exc).__name__}
-        ready = False
     else:
         checks["database"] = {"status": "ok"}
-        at_head = current == SCHEMA_REVISION
-        checks["schema"] = {
-            "status": "ok" if at_head else "behind",
-            "current": current,
-            "head": SCHEMA_REVISION,
-        }
-        ready = ready and at_head
+        if schema is not None:
+            checks["schema"] = {
+                "status": "ok" if current == SCHEMA_REVISION else "behind",
+                "current": current,
+                "head": SCHEMA_REVISION,
+            }
+    ready = not state.draining and checks["database"]["status"] == "ok"
+    ready = ready and checks.get("schema", {"status": "ok"})["status"] == "ok"
     cache = resources.cache
     if cache.redis is None:
         checks["redis"] = {"status": "disabled"}
@@ -72,6 +86,11 @@ async def readiness(
         # Redis down is degraded, not unready: the memory fallback keeps updates flowing.
         checks["redis"] = {"status": "ok" if await cache.ping() else "degraded"}
     return checks, ready
+
+
+async def _ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
 
 
 async def start_http(app: web.Application, *, host: str, port: int, stack: AsyncExitStack) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.db.scope import DataScope
+
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
@@ -20,6 +22,8 @@ class Tenant:
     """The number before the colon of the bot's token: public, it is the bot's user id."""
     namespace: str
     """Prefix of every cache key of this bot (update claims, cached profiles)."""
+    data: DataScope
+    """Where its rows live, and how a unit of work reaches them."""
 
     def key(self, *parts: str | int) -> str:
         """A cache key of this bot's, e.g. ``hello-bot:update:42``."""

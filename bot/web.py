@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from aiogram import Bot, Dispatcher
+from aiogram.exceptions import TelegramUnauthorizedError
 from aiogram.types import Update
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
@@ -135,29 +136,33 @@ def create_app(app: BotApp, *, state: ServerState) -> web.Application:
     return web_app
 
 
-async def register_webhook(app: BotApp) -> None:
+async def register_webhook(
+    bot: Bot, *, url: str, secret: str, dp: Dispatcher, schema: SchemaGate, settings: Settings
+) -> bool:
     """setWebhook once the schema is at head (until then every delivery would be refused),
-    retried with backoff until Telegram accepts it (it may be unreachable now)."""
-    settings = app.settings
-    await app.schema.wait_open()
-    url = settings.webhook_url + settings.webhook_path
+    retried with backoff while Telegram is unreachable. False when Telegram refuses the token
+    (revoked): retrying cannot help."""
+    await schema.wait_open()
     delay = 1.0
     while True:
         try:
-            await app.bot.set_webhook(
+            await bot.set_webhook(
                 url=url,
-                secret_token=settings.require_webhook_secret(),
-                allowed_updates=app.dp.resolve_used_update_types(),
+                secret_token=secret,
+                allowed_updates=dp.resolve_used_update_types(),
                 max_connections=settings.webhook_max_connections,
                 drop_pending_updates=False,
             )
+        except TelegramUnauthorizedError:
+            log.error("webhook_registration_refused", url=url, error="token refused")
+            return False
         except Exception as exc:  # retried below; the server keeps serving meanwhile
             log.warning("webhook_registration_failed", error=type(exc).__name__, retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60.0)
         else:
             log.info("webhook_registered", url=url)
-            return
+            return True
 
 
 async def run_server(settings: Settings) -> None:
@@ -172,7 +177,16 @@ async def run_server(settings: Settings) -> None:
             "server_started", host=settings.host, port=settings.port, path=settings.webhook_path
         )
         # Until the schema is at head, /readyz says why and updates are answered 503.
-        background = register_webhook(app) if settings.webhook_url else app.schema.wait_open()
+        background = app.schema.wait_open()
+        if settings.webhook_url:
+            background = register_webhook(
+                app.bot,
+                url=settings.webhook_url + settings.webhook_path,
+                secret=settings.require_webhook_secret(),
+                dp=app.dp,
+                schema=app.schema,
+                settings=settings,
+            )
         task = asyncio.create_task(background)
         stack.callback(task.cancel)
         settle_heap()

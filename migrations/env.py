@@ -23,6 +23,8 @@ def _configure(connection: Connection) -> None:
         # SQLite cannot ALTER most things in place; batch mode copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_server_default=True,
+        # A bot of the host keeps its version table in its own schema (bot.db.migrations).
+        version_table_schema=config.attributes.get("version_table_schema"),
     )
 
 

@@ -16,14 +16,15 @@ from sqlalchemy.ext.asyncio import (
 from bot.config import Settings
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    url = make_url(settings.database_url.get_secret_value())
-    if url.get_backend_name() == "sqlite":
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+def create_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
+    """The engine of DATABASE_URL (or of `url`: a host's bot with its own SQLite file)."""
+    parsed = make_url(url or settings.database_url.get_secret_value())
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_async_engine(parsed, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
-        url,
+        parsed,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         # No pre-ping: it costs a round trip per update. A connection that died with the server

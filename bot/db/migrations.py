@@ -13,6 +13,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.db.scope import DataScope
+from bot.db.tenants import provision
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # Any constant works as long as every replica and Job agrees on it: "hellobot" in ASCII.
 ADVISORY_LOCK_KEY = 0x68656C6C6F626F74
@@ -31,33 +34,44 @@ def head_revision() -> str | None:
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as connection:
-        return await connection.run_sync(_current_revision)
+        return await connection.run_sync(_current_revision, None)
 
 
-def _current_revision(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+def _current_revision(connection: Connection, schema: str | None) -> str | None:
+    context = MigrationContext.configure(connection, opts={"version_table_schema": schema})
+    return context.get_current_revision()
 
 
-async def upgrade_to_head(engine: AsyncEngine) -> tuple[str | None, str | None]:
-    """Upgrade the schema; returns (revision before, revision after).
+async def upgrade_to_head(
+    engine: AsyncEngine, scope: DataScope | None = None
+) -> tuple[str | None, str | None]:
+    """Upgrade the schema (a bot's, with `scope` in the host); returns (before, after).
 
     On PostgreSQL the whole upgrade runs in one transaction holding a transaction-level advisory
-    lock, so concurrent `migrate` runs (a Job and an operator, two replicas) queue instead of
-    racing, and the second finds nothing left to do.
+    lock, so concurrent `migrate` runs (a Job and an operator, two replicas, a host adding a bot)
+    queue instead of racing, and the second finds nothing left to do.
     """
+    schema = scope.schema if scope is not None else None
     async with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             await connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
             )
-        before = await connection.run_sync(_current_revision)
-        await connection.run_sync(_upgrade)
-        after = await connection.run_sync(_current_revision)
+        if scope is not None and scope.is_isolated:
+            await provision(connection, scope)
+            # Unqualified names in the revisions (raw SQL included) land in the bot's schema.
+            await connection.execute(
+                text("SELECT set_config('search_path', :schema, true)"), {"schema": schema}
+            )
+        before = await connection.run_sync(_current_revision, schema)
+        await connection.run_sync(_upgrade, schema)
+        after = await connection.run_sync(_current_revision, schema)
         await connection.commit()
     return before, after
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, schema: str | None) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
+    config.attributes["version_table_schema"] = schema
     command.upgrade(config, "head")

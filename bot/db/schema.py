@@ -15,6 +15,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.db.scope import DataScope
 from bot.errors import SchemaNotReadyError
 
 log = structlog.get_logger(__name__)
@@ -23,16 +24,19 @@ SCHEMA_REVISION = "0001"
 SCHEMA_POLL_SECONDS = 2.0
 
 
-async def schema_revision(engine: AsyncEngine) -> str | None:
-    """The database's current revision; None for a database that was never migrated."""
+async def schema_revision(engine: AsyncEngine, schema: str | None = None) -> str | None:
+    """The revision of the database (or of a bot's `schema` in it); None: never migrated."""
     async with engine.connect() as connection:
-        return await connection.run_sync(_revision)
+        return await connection.run_sync(_revision, schema)
 
 
-def _revision(connection: Connection) -> str | None:
-    if not inspect(connection).has_table("alembic_version"):
+def _revision(connection: Connection, schema: str | None) -> str | None:
+    if not inspect(connection).has_table("alembic_version", schema=schema):
         return None
-    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    table = "alembic_version"
+    if schema is not None:
+        table = f"{connection.dialect.identifier_preparer.quote(schema)}.{table}"
+    return connection.execute(text(f"SELECT version_num FROM {table}")).scalar()  # noqa: S608
 
 
 class SchemaGate:
@@ -44,8 +48,8 @@ class SchemaGate:
     that goes away later fails its updates as retryable, and /readyz reports it).
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, scope: DataScope) -> None:
+        self.scope = scope
         self.reason = "schema not checked yet"
         self._open = asyncio.Event()
 
@@ -55,7 +59,7 @@ class SchemaGate:
 
     async def observe(self) -> str | None:
         """The current revision (raises when the database is unreachable); opens at head."""
-        current = await schema_revision(self.engine)
+        current = await schema_revision(self.scope.engine, self.scope.schema)
         if current == SCHEMA_REVISION:
             self._open.set()
         else:

@@ -34,9 +34,10 @@ class UpdateInfo:
 
 
 class UpdateObserverMiddleware(BaseMiddleware):
-    """Outer middleware on ``update``: opens the ``telegram.update`` span, binds update_id and
-    update_type to every log line, counts the update, and logs ``update_handled`` with handler,
-    outcome and duration. Attributes carry no message text and no user or chat ids."""
+    """Outer middleware on ``update``: opens the ``telegram.update`` span, binds the bot's name,
+    update_id and update_type to every log line, counts the update, and logs ``update_handled``
+    with handler, outcome and duration. Attributes carry no message text and no user or chat
+    ids; the bot's name is its project's or its file's, never its token."""
 
     def __init__(self, *, tracer: trace.Tracer) -> None:
         self.tracer = tracer
@@ -58,12 +59,19 @@ class UpdateObserverMiddleware(BaseMiddleware):
             return UNHANDLED
         info = UpdateInfo(update_type=update_type)
         data[UPDATE_INFO_KEY] = info
-        structlog.contextvars.bind_contextvars(update_id=event.update_id, update_type=update_type)
+        bot_name = data["tenant"].name
+        structlog.contextvars.bind_contextvars(
+            bot=bot_name, update_id=event.update_id, update_type=update_type
+        )
         started = time.perf_counter()
         outcome = "error"
         with self.tracer.start_as_current_span(
             "telegram.update",
-            attributes={"telegram.update_id": event.update_id, "telegram.update_type": update_type},
+            attributes={
+                "telegram.bot": bot_name,
+                "telegram.update_id": event.update_id,
+                "telegram.update_type": update_type,
+            },
             record_exception=False,
             set_status_on_exception=False,
         ) as span:

@@ -8,19 +8,16 @@ from typing import Any
 from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.handler import HandlerObject
 from aiogram.types import TelegramObject
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.middlewares import NextHandler
+from bot.tenant import Tenant
 
 
 class SessionMiddleware(BaseMiddleware):
-    """Injects ``session`` for handlers that take one; nothing else.
+    """Injects ``session`` for handlers that take one, in the update's bot's data scope.
 
     Registered as an inner middleware, so it runs only once a handler has matched.
     """
-
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self.sessionmaker = sessionmaker
 
     async def __call__(
         self,
@@ -33,6 +30,7 @@ class SessionMiddleware(BaseMiddleware):
             # aiogram passes a handler only the data it names, so nobody would see this session;
             # /start, the hottest handler, takes none (its service writes on its own).
             return await handler(event, data)
-        async with self.sessionmaker() as session, session.begin():
+        tenant: Tenant = data["tenant"]
+        async with tenant.data.session() as session:
             data["session"] = session
             return await handler(event, data)

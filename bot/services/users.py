@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import case, or_
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import ReturningInsert
 
 from bot.cache import Cache
@@ -52,13 +51,8 @@ class UserService:
     its own session: the reply announces it, so it must not roll back with a later failure.
     """
 
-    def __init__(self, *, engine: AsyncEngine, cache: Cache) -> None:
-        # One statement is atomic by itself. Autocommit spares BEGIN and COMMIT, two round trips
-        # during which the pooled connection is held: at concurrency 32 that longer hold
-        # overflowed the pool and made it open and close connections nonstop. The option engine
-        # shares the pool (and the tracing hooks) of `engine`.
-        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.upsert = _upsert_statement(engine.dialect.name)
+    def __init__(self, *, dialect: str, cache: Cache) -> None:
+        self.upsert = _upsert_statement(dialect)
         self.cache = cache
 
     async def register(self, profile: UserProfile, *, tenant: Tenant) -> RegisteredUser:
@@ -72,7 +66,7 @@ class UserService:
         # Stored before it is cached or announced: a write that failed after the greeting made
         # Telegram's redelivery greet twice, and a cached profile whose row was never stored
         # made the redelivery skip the write ("welcome back" to a user who does not exist).
-        is_new = await self._upsert(profile)
+        is_new = await self._upsert(profile, tenant)
         await self.cache.set(key, profile.model_dump_json(), PROFILE_TTL_SECONDS)
         return RegisteredUser(profile=profile, is_new=is_new)
 
@@ -87,11 +81,14 @@ class UserService:
             await self.cache.delete(key)
             return None
 
-    async def _upsert(self, profile: UserProfile) -> bool:
+    async def _upsert(self, profile: UserProfile, tenant: Tenant) -> bool:
         """True when the row is new: its created_at is the timestamp this call supplied."""
         now = datetime.now(UTC)
         values = {**profile.model_dump(), "created_at": now, "updated_at": now, "last_seen_at": now}
-        async with self.engine.connect() as connection:
+        # One statement: autocommitted where the process serves one bot (no BEGIN and COMMIT
+        # holding a pooled connection: at concurrency 32 that overflowed the pool), in a
+        # transaction under the bot's role in the host.
+        async with tenant.data.statement() as connection:
             created_at = (await connection.execute(self.upsert, values)).scalar_one()
         return created_at == now
 

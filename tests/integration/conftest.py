@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 from aiogram import Bot, Dispatcher
 from opentelemetry.sdk.trace.export import SpanExporter
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import BotApp, Resources, assemble
 from bot.config import Settings
 from bot.db.models import User
+from bot.db.tenants import role_name
 from tests.conftest import REDIS_URL
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.servers import ThrowawayPostgres, ThrowawayRedis
@@ -46,12 +48,12 @@ class Harness:
         return await self.dp.feed_raw_update(self.bot, update, tenant=self.app.tenant)
 
     async def user_rows(self, telegram_id: int) -> list[User]:
-        async with self.resources.sessionmaker() as session:
+        async with self.app.tenant.data.sessionmaker() as session:
             result = await session.scalars(select(User).where(User.telegram_id == telegram_id))
             return list(result)
 
     async def count_users(self, telegram_id: int) -> int:
-        async with self.resources.sessionmaker() as session:
+        async with self.app.tenant.data.sessionmaker() as session:
             query = select(func.count()).select_from(User).where(User.telegram_id == telegram_id)
             return int(await session.scalar(query) or 0)
 
@@ -92,6 +94,29 @@ async def harness(
     make_harness: Callable[..., Awaitable[Harness]], database_url: str, redis_url: str
 ) -> Harness:
     return await make_harness(database_url=database_url, redis_url=redis_url)
+
+
+@pytest.fixture
+async def host_database(make_pg_database: Callable[[], str]) -> AsyncIterator[str]:
+    """A fresh database for bot-host tests; the per-bot roles they make (roles belong to the
+    whole cluster, not to the database) are dropped afterwards."""
+    url = make_pg_database()
+    yield url
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            suffix = role_name(str(engine.url.database), "x").rsplit("@", 1)[1]
+            roles = await connection.scalars(
+                text("SELECT rolname FROM pg_roles WHERE rolname LIKE :like"),
+                {"like": f"bot\\_%@{suffix}"},
+            )
+            for role in list(roles):
+                quoted = connection.dialect.identifier_preparer.quote(role)
+                await connection.execute(text(f"DROP OWNED BY {quoted}"))
+                await connection.execute(text(f"DROP ROLE {quoted}"))
+            await connection.commit()
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture

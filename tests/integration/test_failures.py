@@ -24,11 +24,11 @@ from bot.cache import Cache, create_redis
 from bot.db.migrations import upgrade_to_head
 from bot.middlewares.dedup import DeduplicationMiddleware
 from bot.retry_policy import is_retryable
-from bot.tenant import Tenant
 from tests.conftest import REDIS_URL
 from tests.integration.conftest import Harness
 from tests.support.fake_telegram import Scripted
 from tests.support.servers import ThrowawayPostgres, ThrowawayRedis
+from tests.support.tenants import keys_only_tenant
 from tests.support.updates import message_update, start_update, user
 
 MakeHarness = Callable[..., Awaitable[Harness]]
@@ -182,7 +182,7 @@ async def test_an_update_done_before_redis_lost_its_keys_is_not_processed_again(
     redis = create_redis(REDIS_URL)
     try:
         cache = Cache(redis=redis)
-        tenant = Tenant(name=project_name, bot_id=1, namespace=project_name)
+        tenant = keys_only_tenant(project_name, 1, project_name)
         dedup = DeduplicationMiddleware(cache=cache, deadline=30, wait=1)
         calls: list[int] = []
 

@@ -102,6 +102,7 @@ async def test_new_user_start_is_one_trace_with_db_cache_and_bot_api_children(
     assert root.parent is None
     attributes = dict(root.attributes or {})
     assert attributes["telegram.update_type"] == "message"
+    assert attributes["telegram.bot"] == traced.settings.project_name
     assert attributes["telegram.handler"] == "start_handler"
     assert attributes["telegram.outcome"] == "handled"
     assert isinstance(attributes["telegram.update_id"], int)

@@ -37,7 +37,7 @@ def count_writes(engine: AsyncEngine) -> Iterator[list[str]]:
 
 
 async def register(h: Harness, profile: UserProfile) -> bool:
-    service = UserService(engine=h.resources.engine, cache=h.resources.cache)
+    service = UserService(dialect=h.resources.engine.dialect.name, cache=h.resources.cache)
     return (await service.register(profile, tenant=h.app.tenant)).is_new
 
 

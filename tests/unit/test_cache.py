@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from bot.cache import Cache, MemoryStore
-from bot.tenant import Tenant
+from tests.support.tenants import keys_only_tenant
 
 
 class Clock:
@@ -43,7 +43,7 @@ def test_set_nx_claims_once_until_expiry() -> None:
 
 async def test_cache_without_redis_uses_memory_and_keys_carry_the_bot_namespace() -> None:
     cache = Cache()
-    key = Tenant(name="proj", bot_id=7, namespace="proj").key("user", 42)
+    key = keys_only_tenant("proj", 7, "proj").key("user", 42)
     assert key == "proj:user:42"
     assert await cache.get(key) is None
     await cache.set(key, "v", ttl=60)

@@ -12,10 +12,10 @@ from sqlalchemy.exc import OperationalError
 from bot.cache import Cache
 from bot.errors import UpdateInProgressError
 from bot.middlewares.dedup import DeduplicationMiddleware
-from bot.tenant import Tenant
+from tests.support.tenants import keys_only_tenant
 
 UPDATE = Update(update_id=1)
-TENANT = Tenant(name="p", bot_id=11, namespace="p")
+TENANT = keys_only_tenant("p", 11, "p")
 DATA: dict[str, Any] = {"tenant": TENANT}
 
 
@@ -119,7 +119,7 @@ async def test_update_ids_are_per_bot() -> None:
         calls.append(data["tenant"].name)
 
     dedup = middleware(cache)
-    other = {"tenant": Tenant(name="q", bot_id=12, namespace="p:q")}
+    other = {"tenant": keys_only_tenant("q", 12, "p:q")}
     await dedup(handler, UPDATE, DATA)
     await dedup(handler, UPDATE, other)
     await dedup(handler, UPDATE, other)

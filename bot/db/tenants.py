@@ -1,0 +1,78 @@
+"""Where each bot of the host keeps its rows.
+
+On PostgreSQL a schema and a role per bot, made by `migrate` (idempotently): the login role owns
+each schema and its tables (it runs the migrations); the bot's role may only use its own schema
+and read and write its rows. The login role is granted every bot role, which is what lets a unit
+of work switch to one (`bot.db.scope`). On SQLite (local use) a database file per bot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bot.db.scope import DataScope
+
+
+def schema_name(bot_name: str) -> str:
+    return "bot_" + bot_name.replace("-", "_")
+
+
+def role_name(database: str, bot_name: str) -> str:
+    """Roles belong to the whole cluster, not to a database: two hosts (two databases) may have a
+    bot of the same name, so the role names the database too (hashed: names stay short)."""
+    digest = hashlib.sha256(database.encode()).hexdigest()[:8]
+    return f"bot_{bot_name}@{digest}"
+
+
+def postgres_scope(engine: AsyncEngine, bot_name: str) -> DataScope:
+    """The bot's schema and role in the shared database, over the shared pool."""
+    database = str(engine.url.database)
+    return DataScope(engine, schema=schema_name(bot_name), role=role_name(database, bot_name))
+
+
+def sqlite_url(url: str, bot_name: str) -> str:
+    """`./hello-bot.db` becomes `./hello-bot.<bot>.db`; an in-memory database stays in memory."""
+    parsed = make_url(url)
+    if not parsed.database or parsed.database == ":memory:":
+        return url
+    path = Path(parsed.database)
+    return parsed.set(
+        database=str(path.with_name(f"{path.stem}.{bot_name}{path.suffix}"))
+    ).render_as_string(hide_password=False)
+
+
+async def provision(connection: AsyncConnection, scope: DataScope) -> None:
+    """Create the bot's role and schema and grant the role its rows; safe to repeat."""
+    assert scope.schema is not None and scope.role is not None
+    quote = connection.dialect.identifier_preparer.quote
+    schema, role = quote(scope.schema), quote(scope.role)
+    statements = [
+        # CREATE ROLE has no IF NOT EXISTS; a concurrent migrate is serialised by the caller's
+        # advisory lock, so checking first is enough.
+        f"""DO $$ BEGIN
+              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_literal(scope.role)}) THEN
+                CREATE ROLE {role} NOLOGIN;
+              END IF;
+            END $$""",
+        f"GRANT {role} TO CURRENT_USER",
+        f"CREATE SCHEMA IF NOT EXISTS {schema}",
+        f"REVOKE ALL ON SCHEMA {schema} FROM PUBLIC",
+        f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
+        f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} "
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} "
+        f"GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role}",
+    ]
+    for statement in statements:
+        await connection.execute(text(statement))
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

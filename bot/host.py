@@ -1,0 +1,231 @@
+"""The bot host: every bot of BOTS_DIR served by one process (`python -m bot host`).
+
+One runtime (resources, Dispatcher), one Bot API session, and per bot only what Telegram or the
+data set apart: its Bot, its secret, its Tenant (key namespace, data scope) and its schema gate.
+Bots come and go with their files, without a restart and without touching the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiogram import Bot
+from aiogram.client.session.base import BaseSession
+from aiohttp import web
+
+from bot.app import Runtime, create_bot, create_session, open_runtime
+from bot.bots_dir import BotEntry, read_bots_dir
+from bot.config import Settings
+from bot.db.engine import create_engine
+from bot.db.migrations import upgrade_to_head
+from bot.db.schema import SchemaGate
+from bot.db.scope import DataScope
+from bot.db.tenants import postgres_scope, sqlite_url
+from bot.lifecycle import ServerState, settle_heap, until_signalled
+from bot.observability.metrics import WEBHOOK_REQUESTS
+from bot.probes import create_probe_app, start_http
+from bot.tenant import Tenant
+from bot.web import WebhookHandler, register_webhook
+
+log = structlog.get_logger(__name__)
+
+# The contract allows 60 s from a file's change to the bot serving (or answering 404).
+RESCAN_SECONDS = 5.0
+
+
+@dataclass
+class HostedBot:
+    entry: BotEntry
+    bot: Bot
+    tenant: Tenant
+    webhook: WebhookHandler
+    status: str = "serving"
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    own_engine: bool = False
+
+
+class BotHost:
+    """The bots of one directory on one runtime; `sync` brings them in line with the files."""
+
+    def __init__(self, runtime: Runtime, *, session: BaseSession, state: ServerState) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.session = session
+        self.state = state
+        self.bots: dict[int, HostedBot] = {}
+        self.problems: dict[str, str] = {}
+
+    async def sync(self) -> None:
+        snapshot = await asyncio.to_thread(read_bots_dir, self.settings.require_bots_dir())
+        for name, reason in snapshot.problems.items():
+            if self.problems.get(name) != reason:
+                log.warning("bot_file_invalid", file=name, reason=reason)
+        self.problems = snapshot.problems
+        current = {hosted.entry.name: hosted for hosted in self.bots.values()}
+        for name, hosted in current.items():
+            if snapshot.bots.get(name) != hosted.entry:
+                await self.remove(hosted)
+        for name, entry in snapshot.bots.items():
+            if name not in current or current[name].entry != entry:
+                await self.add(entry)
+
+    async def add(self, entry: BotEntry) -> None:
+        settings = self.settings
+        scope, own_engine = self._scope(entry.name)
+        schema = SchemaGate(scope)
+        bot = create_bot(entry.token.get_secret_value(), self.session)
+        namespace = f"{settings.project_name}:{entry.name}"
+        tenant = Tenant(name=entry.name, bot_id=bot.id, namespace=namespace, data=scope)
+        webhook = WebhookHandler(
+            dispatcher=self.runtime.dp,
+            bot=bot,
+            secret=entry.secret.get_secret_value(),
+            schema=schema,
+            state=self.state,
+            tenant=tenant,
+        )
+        hosted = HostedBot(entry, bot, tenant, webhook, own_engine=own_engine)
+        self.bots[bot.id] = hosted
+        # Served only once its data is at head (503 until then, so Telegram redelivers).
+        if not await self._bring_to_head(hosted, schema):
+            hosted.tasks.append(asyncio.create_task(self._retry_to_head(hosted, schema)))
+        if settings.webhook_url:
+            hosted.tasks.append(asyncio.create_task(self._register(hosted, schema)))
+        log.info("bot_added", bot=entry.name, status=hosted.status)
+
+    @staticmethod
+    async def _bring_to_head(hosted: HostedBot, schema: SchemaGate) -> bool:
+        """A bot added later is migrated by the host itself (serialised with any `migrate`)."""
+        scope = hosted.tenant.data
+        try:
+            await upgrade_to_head(scope.engine, scope)
+        except Exception as exc:  # this bot waits and is retried; the others serve
+            log.warning("bot_migration_failed", bot=hosted.entry.name, error=type(exc).__name__)
+        if await schema.check():
+            hosted.status = "serving"
+            return True
+        hosted.status = "schema_behind"
+        return False
+
+    async def _retry_to_head(self, hosted: HostedBot, schema: SchemaGate) -> None:
+        delay = 2.0
+        while not await self._bring_to_head(hosted, schema):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+    async def remove(self, hosted: HostedBot) -> None:
+        # Its webhook stays registered: the file may have moved to another host, and Telegram
+        # retries what this one answers 404 until the new home serves it.
+        self.bots.pop(hosted.tenant.bot_id, None)
+        for task in hosted.tasks:
+            task.cancel()
+        if hosted.own_engine:
+            await hosted.tenant.data.engine.dispose()
+        log.info("bot_removed", bot=hosted.entry.name)
+
+    def _scope(self, name: str) -> tuple[DataScope, bool]:
+        engine = self.runtime.resources.engine
+        if engine.dialect.name == "postgresql":
+            return postgres_scope(engine, name), False
+        url = sqlite_url(self.settings.database_url.get_secret_value(), name)
+        return DataScope(create_engine(self.settings, url=url)), True
+
+    async def _register(self, hosted: HostedBot, schema: SchemaGate) -> None:
+        settings = self.settings
+        accepted = await register_webhook(
+            hosted.bot,
+            url=f"{settings.webhook_url}{settings.webhook_path}/{hosted.tenant.bot_id}",
+            secret=hosted.entry.secret.get_secret_value(),
+            dp=self.runtime.dp,
+            schema=schema,
+            settings=settings,
+        )
+        if not accepted:
+            hosted.status = "token_refused"
+
+    async def watch(self, interval: float = RESCAN_SECONDS) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sync()
+            except Exception:  # a bad moment (a file half-written) must not stop the host
+                log.exception("bots_dir_sync_failed")
+
+    async def close(self) -> None:
+        for hosted in list(self.bots.values()):
+            await self.remove(hosted)
+
+    def report(self) -> dict[str, Any]:
+        """Per bot and per invalid file, for /readyz (names only: nothing secret)."""
+        report: dict[str, Any] = {
+            hosted.entry.name: {"status": hosted.status, "id": hosted.tenant.bot_id}
+            for hosted in self.bots.values()
+        }
+        for name, reason in self.problems.items():
+            report[name] = {"status": "invalid", "error": reason}
+        return report
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """POST {WEBHOOK_PATH}/{bot_id}: the bot's own webhook handler, or 404."""
+        hosted = self.bots.get(_bot_id(request.match_info["bot_id"]))
+        if hosted is None:
+            WEBHOOK_REQUESTS.labels("404").inc()
+            return web.json_response({"error": "no such bot"}, status=404)
+        return await hosted.webhook.handle(request)
+
+
+def _bot_id(text: str) -> int:
+    return int(text) if text.isdecimal() and len(text) <= 20 else -1
+
+
+def create_host_app(host: BotHost) -> web.Application:
+    runtime = host.runtime
+    app = create_probe_app(
+        resources=runtime.resources, schema=None, state=host.state, bots=host.report
+    )
+    app.router.add_post(runtime.settings.webhook_path.rstrip("/") + "/{bot_id}", host.handle)
+    return app
+
+
+async def run_host(settings: Settings) -> None:
+    settings.require_bots_dir()
+    async with open_runtime(settings) as runtime, AsyncExitStack() as stack:
+        session = create_session(settings)
+        stack.push_async_callback(session.close)
+        host = BotHost(runtime, session=session, state=ServerState())
+        stack.push_async_callback(host.close)
+        await host.sync()
+        await start_http(create_host_app(host), host=settings.host, port=settings.port, stack=stack)
+        log.info("host_started", port=settings.port, bots=len(host.bots))
+        watcher = asyncio.create_task(host.watch())
+        stack.callback(watcher.cancel)
+        settle_heap()
+        await until_signalled()
+        host.state.stop_accepting()
+        await host.state.drain(settings.shutdown_grace_seconds)
+
+
+async def migrate_bots(settings: Settings) -> None:
+    """`migrate` with BOTS_DIR: every bot's data to head (safe to run beside a host doing it)."""
+    snapshot = read_bots_dir(settings.require_bots_dir())
+    for name, reason in snapshot.problems.items():
+        log.warning("bot_file_invalid", file=name, reason=reason)
+    engine = create_engine(settings)
+    try:
+        for name in snapshot.bots:
+            if engine.dialect.name == "postgresql":
+                before, after = await upgrade_to_head(engine, postgres_scope(engine, name))
+            else:
+                url = sqlite_url(settings.database_url.get_secret_value(), name)
+                own = create_engine(settings, url=url)
+                try:
+                    before, after = await upgrade_to_head(own)
+                finally:
+                    await own.dispose()
+            log.info("migrated", bot=name, before=before, after=after)
+    finally:
+        await engine.dispose()

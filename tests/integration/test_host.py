@@ -1,0 +1,266 @@
+"""The bot host over real HTTP: each bot at its own route with its own secret, its own data and
+dedup records, bots following their files without a restart, and trouble kept to one bot."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot.app import create_session, open_runtime
+from bot.config import Settings
+from bot.db.schema import SCHEMA_REVISION, schema_revision
+from bot.host import BotHost, create_host_app
+from bot.lifecycle import ServerState
+from tests.support.bot_process import BotProcess
+from tests.support.fake_telegram import FakeTelegram, Scripted
+from tests.support.updates import next_update_id, start_update, user
+
+# Shaped like real tokens (35 characters after the colon), so the log redaction sees them too.
+SHOP = ("5550001", "5550001:AAshop_token_0123456789abcdefghijklmn", "shop-secret")
+NEWS = ("5550002", "5550002:AAnews_token_0123456789abcdefghijklmn", "news-secret")
+MAIL = ("5550003", "5550003:AAmail_token_0123456789abcdefghijklmn", "mail-secret")
+
+
+@dataclass
+class Host:
+    host: BotHost
+    bots_dir: Path
+    base: str
+    http: aiohttp.ClientSession
+    telegram: FakeTelegram
+
+    def put(self, name: str, bot: tuple[str, str, str], secret: str | None = None) -> None:
+        _, token, own_secret = bot
+        text = f"BOT_TOKEN={token}\nWEBHOOK_SECRET={secret or own_secret}\n"
+        (self.bots_dir / f"{name}.env").write_text(text)
+
+    async def post(self, bot_id: str, body: Any, secret: str) -> int:
+        headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
+        async with self.http.post(f"{self.base}/webhook/{bot_id}", json=body, headers=headers) as r:
+            return r.status
+
+    async def readyz(self) -> tuple[int, dict[str, Any]]:
+        async with self.http.get(f"{self.base}/readyz") as response:
+            return response.status, await response.json()
+
+    def replies(self, bot: tuple[str, str, str]) -> list[str]:
+        calls = self.telegram.calls_to("sendMessage")
+        return [call.params["text"] for call in calls if call.token == bot[1]]
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def host_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return str(request.getfixturevalue("host_database"))
+    return f"sqlite+aiosqlite:///{tmp_path / 'host.db'}"
+
+
+@pytest.fixture
+async def make_host(
+    make_settings: Callable[..., Settings],
+    fake_telegram: FakeTelegram,
+    host_database_url: str,
+    tmp_path: Path,
+) -> AsyncIterator[Callable[..., Awaitable[Host]]]:
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+
+        async def make(*files: tuple[str, tuple[str, str, str]], **overrides: Any) -> Host:
+            bots_dir = tmp_path / "bots"
+            bots_dir.mkdir()
+            settings = make_settings(
+                database_url=host_database_url, bots_dir=bots_dir, redis_url="", **overrides
+            )
+            runtime = await stack.enter_async_context(open_runtime(settings))
+            session = create_session(settings)
+            stack.push_async_callback(session.close)
+            host = BotHost(runtime, session=session, state=ServerState())
+            stack.push_async_callback(host.close)
+            server = TestServer(create_host_app(host), host="127.0.0.1")
+            await server.start_server()
+            stack.push_async_callback(server.close)
+            client = Host(host, bots_dir, str(server.make_url("")).rstrip("/"), http, fake_telegram)
+            for name, bot in files:
+                client.put(name, bot)
+            await host.sync()
+            return client
+
+        yield make
+
+
+async def test_each_bot_answers_at_its_own_route_with_its_own_secret(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    host = await make_host(("shop", SHOP), ("news", NEWS))
+    shop_id, _, shop_secret = SHOP
+    assert await host.post(shop_id, start_update(user(42, "Ann")), shop_secret) == 200
+    assert host.replies(SHOP) == ["Hello, Ann! Nice to meet you. Send me anything, or /help."]
+    assert host.replies(NEWS) == []
+    # Another bot's secret is a wrong secret here; an unknown bot is not found.
+    assert await host.post(shop_id, start_update(user(43)), NEWS[2]) == 401
+    assert await host.post("5559999", start_update(user(43)), shop_secret) == 404
+    assert await host.post("not-a-number", start_update(user(43)), shop_secret) == 404
+    assert len(host.telegram.calls_to("sendMessage")) == 1
+
+
+async def test_update_ids_users_and_replies_are_per_bot(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    host = await make_host(("shop", SHOP), ("news", NEWS))
+    update = start_update(user(42, "Ann"), update_id=next_update_id())
+    for bot in (SHOP, NEWS):
+        assert await host.post(bot[0], update, bot[2]) == 200
+        assert await host.post(bot[0], update, bot[2]) == 200  # Telegram's retry: done already
+    # The same update_id and the same person, and still each bot's first meeting with them.
+    greeting = "Hello, Ann! Nice to meet you. Send me anything, or /help."
+    assert host.replies(SHOP) == [greeting]
+    assert host.replies(NEWS) == [greeting]
+
+
+async def test_bots_follow_their_files_without_a_restart(
+    make_host: Callable[..., Awaitable[Host]], host_database_url: str
+) -> None:
+    host = await make_host(("shop", SHOP), ("news", NEWS))
+    host.put("mail", MAIL)
+    (host.bots_dir / "shop.env").unlink()
+    host.put("news", NEWS, secret="rotated-secret")
+    await host.host.sync()
+
+    assert await host.post(MAIL[0], start_update(user(7, "Mo")), MAIL[2]) == 200
+    assert host.replies(MAIL) == ["Hello, Mo! Nice to meet you. Send me anything, or /help."]
+    assert await host.post(SHOP[0], start_update(user(7)), SHOP[2]) == 404
+    assert await host.post(NEWS[0], start_update(user(7)), NEWS[2]) == 401
+    assert await host.post(NEWS[0], start_update(user(7)), "rotated-secret") == 200
+    if host_database_url.startswith("postgresql"):
+        # The bot added later was migrated by the host before it was served.
+        engine = create_async_engine(host_database_url)
+        assert await schema_revision(engine, "bot_mail") == SCHEMA_REVISION
+        await engine.dispose()
+
+
+async def test_an_invalid_file_is_reported_and_the_others_serve(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    host = await make_host(("shop", SHOP))
+    (host.bots_dir / "broken.env").write_text("BOT_TOKEN=not-a-token\nWEBHOOK_SECRET=s\n")
+    await host.host.sync()
+    status, body = await host.readyz()
+    assert status == 200
+    bots = body["checks"]["bots"]
+    assert bots["shop"] == {"status": "serving", "id": int(SHOP[0])}
+    assert bots["broken.env"]["status"] == "invalid"
+    assert "BOT_TOKEN must look like" in bots["broken.env"]["error"]
+    assert "not-a-token" not in json.dumps(body)
+    assert await host.post(SHOP[0], start_update(user(8)), SHOP[2]) == 200
+
+
+async def test_a_refused_token_is_reported_and_the_others_serve(
+    make_host: Callable[..., Awaitable[Host]], fake_telegram: FakeTelegram
+) -> None:
+    refused = {"ok": False, "error_code": 401, "description": "Unauthorized"}
+    fake_telegram.script("setWebhook", Scripted(401, refused))
+    host = await make_host(("shop", SHOP), webhook_url="https://bots.example.com")
+    await until(lambda: host.host.report()["shop"]["status"] == "token_refused")
+    host.put("news", NEWS)
+    await host.host.sync()
+    await until(lambda: len(fake_telegram.calls_to("setWebhook")) == 2)
+    news_call = fake_telegram.calls_to("setWebhook")[-1]
+    assert news_call.token == NEWS[1]
+    assert news_call.params["url"] == f"https://bots.example.com/webhook/{NEWS[0]}"
+    assert news_call.params["secret_token"] == NEWS[2]
+    status, body = await host.readyz()
+    assert status == 200  # the host can serve: one bot's trouble is that bot's
+    assert body["checks"]["bots"]["shop"]["status"] == "token_refused"
+    assert body["checks"]["bots"]["news"]["status"] == "serving"
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_python_m_bot_host_serves_its_bots_and_stops_cleanly(
+    tmp_path: Path, fake_telegram: FakeTelegram, host_database: str, project_name: str
+) -> None:
+    bots_dir = tmp_path / "bots"
+    bots_dir.mkdir()
+    for name, (_, token, secret) in (("shop", SHOP), ("news", NEWS)):
+        (bots_dir / f"{name}.env").write_text(f"BOT_TOKEN={token}\nWEBHOOK_SECRET={secret}\n")
+    env = {
+        "BOTS_DIR": str(bots_dir),
+        "DATABASE_URL": host_database,
+        "TELEGRAM_API_URL": fake_telegram.url,
+        "WEBHOOK_URL": "https://bots.example.com",
+        "PROJECT_NAME": project_name,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "DEBUG",
+        "TELEGRAM_CHAT_RATE_LIMIT": "0",
+    }
+    process = BotProcess(env, cwd=tmp_path, command="host")
+    migrate = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "migrate", cwd=tmp_path, env=process.env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    migrated = (await migrate.communicate())[0].decode()
+    assert migrate.returncode == 0, migrated
+    assert migrated.count('"event": "migrated"') == 2
+    try:
+        await process.start()
+        await fake_telegram.wait_for("setWebhook", count=2, timeout=30)
+        async with aiohttp.ClientSession() as http:
+            headers = {"X-Telegram-Bot-Api-Secret-Token": NEWS[2]}
+            update = start_update(user(9, "Cli"))
+            url = f"{process.url}/webhook/{NEWS[0]}"
+            async with http.post(url, json=update, headers=headers) as response:
+                assert response.status == 200
+    finally:
+        code = await process.stop()
+    assert code == 0, process.text
+    assert [c.token for c in fake_telegram.calls_to("sendMessage")] == [NEWS[1]]
+    events = [json.loads(line) for line in process.text.splitlines() if line.startswith("{")]
+    assert {e.get("bot") for e in events if e["event"] == "update_handled"} == {"news"}
+    output = migrated + process.text
+    for _, token, secret in (SHOP, NEWS):
+        assert token not in output
+        assert token.split(":", 1)[1] not in output
+        assert secret not in output
+
+
+@pytest.mark.parametrize("host_database_url", ["postgres"], indirect=True)
+async def test_a_bot_whose_migration_fails_answers_503_until_it_succeeds(
+    make_host: Callable[..., Awaitable[Host]], host_database_url: str
+) -> None:
+    # A stray `users` table in the bot's schema makes its first migration fail.
+    engine = create_async_engine(host_database_url)
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE SCHEMA bot_news"))
+        await connection.execute(text("CREATE TABLE bot_news.users (stray int)"))
+    host = await make_host(("shop", SHOP), ("news", NEWS))
+
+    assert host.host.report()["news"]["status"] == "schema_behind"
+    update = start_update(user(11, "Nia"))
+    assert await host.post(NEWS[0], update, NEWS[2]) == 503  # Telegram redelivers it later
+    assert await host.post(SHOP[0], start_update(user(11)), SHOP[2]) == 200
+    assert (await host.readyz())[0] == 200
+
+    async with engine.begin() as connection:
+        await connection.execute(text("DROP TABLE bot_news.users"))
+    await engine.dispose()
+    await until(lambda: host.host.report()["news"]["status"] == "serving", timeout=20)
+    assert await host.post(NEWS[0], update, NEWS[2]) == 200
+    assert host.replies(NEWS) == ["Hello, Nia! Nice to meet you. Send me anything, or /help."]
