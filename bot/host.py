@@ -46,6 +46,7 @@ class HostedBot:
     status: str = "serving"
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     own_engine: bool = False
+    in_flight: int = 0
 
 
 class BotHost:
@@ -58,6 +59,10 @@ class BotHost:
         self.state = state
         self.bots: dict[int, HostedBot] = {}
         self.problems: dict[str, str] = {}
+        # Fairness: one bot's flood may hold at most half the database pool; the rest of its
+        # updates are answered 503 (Telegram redelivers them) while the other bots go on.
+        pool = self.settings.db_pool_size + self.settings.db_max_overflow
+        self.max_in_flight = max(2, pool // 2)
 
     async def sync(self) -> None:
         snapshot = await asyncio.to_thread(read_bots_dir, self.settings.require_bots_dir())
@@ -175,7 +180,15 @@ class BotHost:
         if hosted is None:
             WEBHOOK_REQUESTS.labels("404").inc()
             return web.json_response({"error": "no such bot"}, status=404)
-        return await hosted.webhook.handle(request)
+        if hosted.in_flight >= self.max_in_flight:
+            WEBHOOK_REQUESTS.labels("503").inc()
+            body = {"error": "too many updates in flight for this bot"}
+            return web.json_response(body, status=503, headers={"Retry-After": "1"})
+        hosted.in_flight += 1
+        try:
+            return await hosted.webhook.handle(request)
+        finally:
+            hosted.in_flight -= 1
 
 
 def _bot_id(text: str) -> int:

@@ -18,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from bot.app import create_session, open_runtime
 from bot.config import Settings
@@ -264,3 +265,60 @@ async def test_a_bot_whose_migration_fails_answers_503_until_it_succeeds(
     await until(lambda: host.host.report()["news"]["status"] == "serving", timeout=20)
     assert await host.post(NEWS[0], update, NEWS[2]) == 200
     assert host.replies(NEWS) == ["Hello, Nia! Nice to meet you. Send me anything, or /help."]
+
+
+async def test_one_bots_flood_cannot_starve_the_others(
+    make_host: Callable[..., Awaitable[Host]], fake_telegram: FakeTelegram
+) -> None:
+    host = await make_host(("shop", SHOP), ("news", NEWS))
+    # The flooded bot's replies hang until the test lets them go; the quiet bot's are prompt.
+    release = asyncio.Event()
+    hang = Scripted(hold=release)
+
+    def hang_the_shop(_method: str, params: dict[str, Any]) -> Scripted | None:
+        return None if str(params.get("chat_id")) == "99" else hang
+
+    fake_telegram.faults = hang_the_shop
+    flood = [host.post(SHOP[0], start_update(user(1000 + i)), SHOP[2]) for i in range(20)]
+    flooding = asyncio.gather(*flood)
+    await until(lambda: host.host.bots[int(SHOP[0])].in_flight == host.host.max_in_flight)
+    assert await host.post(NEWS[0], start_update(user(99, "Quiet")), NEWS[2]) == 200
+    # The quiet bot was answered while the flood still held its whole share.
+    assert not flooding.done()
+    assert host.host.bots[int(SHOP[0])].in_flight == host.host.max_in_flight
+    release.set()
+    statuses = await flooding
+    # The flooded bot kept its share; Telegram redelivers the rest (503).
+    assert statuses.count(200) == host.host.max_in_flight
+    assert statuses.count(503) == 20 - host.host.max_in_flight
+
+
+@pytest.mark.parametrize("host_database_url", ["postgres"], indirect=True)
+async def test_connections_are_bounded_by_the_pool_whatever_the_number_of_bots(
+    make_host: Callable[..., Awaitable[Host]], host_database_url: str, project_name: str
+) -> None:
+    tokens = [f"55510{i:02d}:AAbot{i:02d}_token_0123456789abcdefghij" for i in range(12)]
+    bots = [(f"b{i}", (token.split(":")[0], token, f"s{i}")) for i, token in enumerate(tokens)]
+    host = await make_host(*bots, db_pool_size=2, db_max_overflow=1)
+    admin = create_async_engine(host_database_url, poolclass=NullPool)
+    seen: list[int] = []
+
+    async def sample() -> None:
+        while True:
+            async with admin.connect() as connection:
+                count = await connection.scalar(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
+                    {"name": project_name},
+                )
+                seen.append(int(count or 0))
+
+    sampler = asyncio.create_task(sample())
+    statuses: list[int] = []
+    for n in range(3):  # 12 updates at once, one per bot: within each bot's share
+        posts = [host.post(bot_id, start_update(user(2000 + n)), s) for _, (bot_id, _, s) in bots]
+        statuses += await asyncio.gather(*posts)
+    sampler.cancel()
+    await admin.dispose()
+    assert statuses == [200] * 36
+    assert len(host.telegram.calls_to("sendMessage")) == 36
+    assert 0 < max(seen) <= 3, seen  # pool 2 + overflow 1, for 12 bots

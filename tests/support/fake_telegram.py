@@ -39,6 +39,8 @@ class Scripted:
     delay: float = 0.0
     # True: the call takes effect although its answer says otherwise (the ack is lost).
     delivered: bool = False
+    # Set: the answer waits for this event (a Bot API that hangs until the test lets it go).
+    hold: asyncio.Event | None = None
 
 
 # (method, params) -> an answer to give instead of the default one, or None for the default.
@@ -105,6 +107,8 @@ class FakeTelegram:
             call.delivered = scripted.delivered
             if scripted.delay:
                 await asyncio.sleep(scripted.delay)
+            if scripted.hold is not None:
+                await scripted.hold.wait()
             if scripted.body is not None:
                 call.status = scripted.status
                 return web.json_response(scripted.body, status=scripted.status)
