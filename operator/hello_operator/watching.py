@@ -5,8 +5,8 @@ Without them, the operator learns that a Deployment became ready only from the w
 (`migration_poll_seconds`). Both stay as the fallback for an event missed while the operator was
 down or the API answered with an error; these handlers only make the common case fast.
 
-kopf filters by label on the client side: the watch streams every Deployment and Job in the
-cluster, and the handlers see only the ones the operator made.
+The API server filters the watches by label (set at startup), so only the operator's own
+children travel; the handlers' label filters say the same for kopf, which applies them again.
 """
 
 from __future__ import annotations
@@ -38,6 +38,17 @@ COMPONENT = "app.kubernetes.io/component"
 # The labels `children.labels` puts on the bot Deployment and on the migration Jobs.
 DEPLOYMENT_LABELS = {MANAGED_BY: "hello-bot-operator", COMPONENT: "bot"}
 JOB_LABELS = {MANAGED_BY: "hello-bot-operator", COMPONENT: "migration"}
+
+
+def label_selector(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+@kopf.on.startup()
+def select_children(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Without server-side selectors, every Deployment and Job in the cluster would stream in."""
+    settings.watching.label_selectors["apps", "deployments"] = label_selector(DEPLOYMENT_LABELS)
+    settings.watching.label_selectors["batch", "jobs"] = label_selector(JOB_LABELS)
 
 
 def controller_ref(body: Mapping[str, Any]) -> Mapping[str, Any] | None:

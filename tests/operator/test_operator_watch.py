@@ -12,10 +12,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import kmock
 import pytest
 import yaml
 from hello_operator import children, conditions, watching
-from operator_support import Cluster, DeploymentController, JobController, condition, eventually
+from operator_support import (
+    Cluster,
+    DeploymentController,
+    JobController,
+    StampingEmulator,
+    condition,
+    eventually,
+)
 from test_operator_integration import (
     BOTS,
     IMAGE_1,
@@ -126,6 +134,26 @@ async def test_failed_job_reported_within_5s(cluster: Cluster) -> None:
     assert job in condition(bot, "Migrated")["message"]
     assert bot["status"]["phase"] == "Failed"
     assert await cluster.get("apps/v1", "deployments", name) is None
+
+
+@pytest.mark.usefixtures("watching_operator")
+async def test_the_api_server_filters_the_watches(emulator: StampingEmulator) -> None:
+    """Only the operator's own children stream in (the emulator itself ignores selectors)."""
+
+    async def selectors() -> dict[str, set[str]] | None:
+        seen: dict[str, set[str]] = {"deployments": set(), "jobs": set()}
+        for request in list(emulator):
+            plural = request.resource.plural if request.resource is not None else ""
+            if plural in seen and request.action in {kmock.action.LIST, kmock.action.WATCH}:
+                seen[plural].add(request.params.get("labelSelector", ""))
+        return seen if all(seen.values()) else None
+
+    seen = await eventually(selectors, what="watches on Deployments and Jobs")
+    managed = "app.kubernetes.io/managed-by=hello-bot-operator"
+    assert seen == {
+        "deployments": {f"app.kubernetes.io/component=bot,{managed}"},
+        "jobs": {f"app.kubernetes.io/component=migration,{managed}"},
+    }
 
 
 # --- the decisions behind the handlers, without an operator --------------------------------
