@@ -66,21 +66,21 @@ def readiness_change(ref: Mapping[str, Any], deployment: Mapping[str, Any] | Non
     Other Ready reasons (InvalidSpec, TokenSecretNotFound, ...) are reconcile's to clear; a
     Deployment left over from a deleted namesake (another uid) says nothing about this bot, and
     one that the garbage collector removes with its deleted bot needs no report.
+
+    Reconcile also writes Ready, from the Deployment it has just applied. For that reading to
+    overwrite a newer one from here, reconcile would have to stall between applying and writing
+    for longer than kopf's batch window (0.1 s), which delays every event; the timer's fresh
+    look repairs even that.
     """
 
     def change(bot: Mapping[str, Any]) -> dict[str, Any] | None:
-        status = bot.get("status") or {}
-        stored = conditions.find(status.get("conditions"), conditions.READY)
-        meta = bot["metadata"]
-        if meta.get("uid") != ref.get("uid") or meta.get("deletionTimestamp") or stored is None:
+        status, meta = bot.get("status") or {}, bot["metadata"]
+        stored = conditions.find(status.get("conditions"), conditions.READY) or {}
+        if meta.get("uid") != ref.get("uid") or meta.get("deletionTimestamp"):
             return None
         ready = ready_condition(deployment)
-        seen = (stored.get("status"), stored.get("reason"), stored.get("message"))
-        if stored.get("reason") not in DEPLOYED_REASONS or seen == (
-            ready.status_text,
-            ready.reason,
-            ready.message,
-        ):
+        known = (stored.get("status"), stored.get("message")) == (ready.status_text, ready.message)
+        if stored.get("reason") not in DEPLOYED_REASONS or known:
             return None
         # The Deployment was rendered for the generation reconcile recorded; keep that claim.
         generation = stored.get("observedGeneration")
