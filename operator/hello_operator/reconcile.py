@@ -67,9 +67,8 @@ async def write_conditions(
 ) -> None:
     """Merge `updates` into the stored conditions and write the list back at once.
 
-    `fields` (scalar status fields) go in the same patch; a kopf handler passes none and leaves
-    its own scalars to `patch.status`, while a watch on a child, which has no such patch for the
-    TelegramBot, passes them here.
+    `fields`: scalar status fields for the same patch, from a watch on a child, which has no
+    kopf `patch` for the TelegramBot (its handlers leave their scalars to `patch.status`).
     """
     updates = tuple(updates)
 
@@ -248,15 +247,14 @@ async def migrate(clients: Clients, owner: kopf.Body, spec: Mapping[str, Any]) -
     """Run (or look at) the migration Job of `spec.image`; return only once it succeeded."""
     name = owner["metadata"]["name"]
     manifest = children.render_job(name, spec, clients.config.telegram_api_url)
-    job = await clients.kube.ensure(adopt(manifest, owner))
-    state = job_state(job)
+    state = job_state(await clients.kube.ensure(adopt(manifest, owner)))
+    job = manifest["metadata"]["name"]
     if state == "failed":
-        raise migration_failed(manifest["metadata"]["name"], spec["image"])
+        raise migration_failed(job, spec["image"])
     if state != "succeeded":
         raise Waiting(
             "MigrationRunning",
-            f"Job {manifest['metadata']['name']} is migrating the database for image "
-            f"{spec['image']}",
+            f"Job {job} is migrating the database for image {spec['image']}",
             delay=clients.config.migration_poll_seconds,
         )
 

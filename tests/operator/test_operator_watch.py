@@ -40,12 +40,7 @@ LATENCY = logging.getLogger("hello_operator.tests.latency")
 
 
 async def reaches(
-    cluster: Cluster,
-    name: str,
-    type_: str,
-    reason: str,
-    *,
-    since: float,
+    cluster: Cluster, name: str, type_: str, reason: str, *, since: float
 ) -> dict[str, Any]:
     """The condition shows `reason` within `WITHIN` seconds of `since`."""
 
@@ -76,13 +71,7 @@ async def test_ready_follows_the_deployment_within_5s(cluster: Cluster) -> None:
     await wait_condition(cluster, name, "Ready", "DeploymentNotReady", phase="Deploying")
 
     ready_at = await deployments.report(name)
-    bot = await reaches(
-        cluster,
-        name,
-        "Ready",
-        "DeploymentAvailable",
-        since=ready_at,
-    )
+    bot = await reaches(cluster, name, "Ready", "DeploymentAvailable", since=ready_at)
     assert condition(bot, "Ready")["status"] == "True"
     assert condition(bot, "Ready")["message"] == "1/1 replicas ready"
     assert condition(bot, "Ready")["observedGeneration"] == 1
@@ -102,13 +91,7 @@ async def test_migration_noticed_within_5s_of_the_job_succeeding(cluster: Cluste
     assert await cluster.get("apps/v1", "deployments", name) is None
 
     succeeded_at = await JobController(cluster).succeed(job)
-    bot = await reaches(
-        cluster,
-        name,
-        "Migrated",
-        "MigrationSucceeded",
-        since=succeeded_at,
-    )
+    bot = await reaches(cluster, name, "Migrated", "MigrationSucceeded", since=succeeded_at)
     assert bot["status"]["migratedImage"] == IMAGE_1
     assert bot["status"]["phase"] == "Deploying"
     assert condition(bot, "Migrated")["observedGeneration"] == 1
@@ -123,13 +106,7 @@ async def test_failed_job_reported_within_5s(cluster: Cluster) -> None:
     job = await migrating_bot(cluster, name)
 
     failed_at = await JobController(cluster).fail(job)
-    bot = await reaches(
-        cluster,
-        name,
-        "Migrated",
-        "MigrationFailed",
-        since=failed_at,
-    )
+    bot = await reaches(cluster, name, "Migrated", "MigrationFailed", since=failed_at)
     assert condition(bot, "Migrated")["status"] == "False"
     assert job in condition(bot, "Migrated")["message"]
     assert bot["status"]["phase"] == "Failed"
