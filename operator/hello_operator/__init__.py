@@ -5,3 +5,4 @@ Importing this package registers every handler with kopf's default registry, whi
 """
 
 from hello_operator import handlers as handlers
+from hello_operator import watching as watching

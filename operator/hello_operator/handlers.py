@@ -17,6 +17,7 @@ from hello_operator.reconcile import (
     Clients,
     Waiting,
     backoff,
+    migrated_condition,
     read_token,
     reconcile,
     write_conditions,
@@ -106,12 +107,7 @@ async def _outcome(
     except TRANSIENT as exc:
         error = kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=backoff(retry))
         return {}, [], error
-    migrated = conditions.Condition(
-        conditions.MIGRATED,
-        True,
-        "MigrationSucceeded",
-        f"schema migrated for {outcome.migrated_image}",
-    )
+    migrated = migrated_condition(outcome.migrated_image)
     fields = {
         "migratedImage": outcome.migrated_image,
         "phase": "Running" if outcome.ready.status else "Deploying",

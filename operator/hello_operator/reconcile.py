@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,29 @@ class Clients:
     status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+StatusChange = Callable[[Mapping[str, Any]], dict[str, Any] | None]
+
+
+async def change_status(clients: Clients, namespace: str, name: str, change: StatusChange) -> None:
+    """Read the TelegramBot, let `change` compute a status patch from it, and write that patch.
+
+    The change handlers, the webhook timer and the watches on the children all write
+    `status.conditions`, concurrently, and a merge patch replaces a list whole. Through kopf's
+    `patch.status`, each would merge onto the body it was given and the later write would drop
+    the other's conditions (a lost `InvalidSpec` is never written again: that handler does not
+    retry). So the list is read and written here, under one lock, by the operator's single
+    replica. `change` returns None when there is nothing to write.
+    """
+    path = object_path(f"{GROUP}/{VERSION}", "TelegramBot", namespace, name)
+    async with clients.status_lock:
+        current = await clients.kube.get(path)
+        if current is None:
+            return
+        patch = change(current)
+        if patch:
+            await clients.kube.patch(f"{path}/status", {"status": patch})
+
+
 async def write_conditions(
     clients: Clients,
     namespace: str,
@@ -40,23 +63,21 @@ async def write_conditions(
     updates: Iterable[conditions.Condition],
     *,
     generation: int | None,
+    fields: Mapping[str, Any] | None = None,
 ) -> None:
     """Merge `updates` into the stored conditions and write the list back at once.
 
-    The change handlers and the webhook timer both write this list, concurrently, and a merge
-    patch replaces a list whole. Through kopf's `patch.status`, each would merge onto the body it
-    was given and the later write would drop the other's conditions (a lost `InvalidSpec` is
-    never written again: that handler does not retry). So the list is read and written here,
-    under one lock, by the operator's single replica. Scalar status fields still go via kopf.
+    `fields`: scalar status fields for the same patch, from a watch on a child, which has no
+    kopf `patch` for the TelegramBot (its handlers leave their scalars to `patch.status`).
     """
-    path = object_path(f"{GROUP}/{VERSION}", "TelegramBot", namespace, name)
-    async with clients.status_lock:
-        current = await clients.kube.get(path)
-        if current is None:
-            return
-        stored = (current.get("status") or {}).get("conditions")
+    updates = tuple(updates)
+
+    def change(bot: Mapping[str, Any]) -> dict[str, Any]:
+        stored = (bot.get("status") or {}).get("conditions")
         merged = conditions.merge_conditions(stored, updates, generation=generation)
-        await clients.kube.patch(f"{path}/status", {"status": {"conditions": merged}})
+        return {**(fields or {}), "conditions": merged}
+
+    await change_status(clients, namespace, name, change)
 
 
 class Blocked(Exception):
@@ -207,27 +228,48 @@ def ready_condition(deployment: Mapping[str, Any] | None) -> conditions.Conditio
     return conditions.Condition(conditions.READY, False, "DeploymentNotReady", message)
 
 
+def migrated_condition(image: str) -> conditions.Condition:
+    return conditions.Condition(
+        conditions.MIGRATED, True, "MigrationSucceeded", f"schema migrated for {image}"
+    )
+
+
+def migration_failed(job: str, image: str) -> Blocked:
+    return Blocked(
+        "MigrationFailed",
+        f"Job {job} failed for image {image}; fix it and set a new spec.image",
+        retry_after=None,
+        condition=conditions.MIGRATED,
+    )
+
+
 async def migrate(clients: Clients, owner: kopf.Body, spec: Mapping[str, Any]) -> None:
     """Run (or look at) the migration Job of `spec.image`; return only once it succeeded."""
     name = owner["metadata"]["name"]
     config = clients.config
     manifest = children.render_job(name, spec, config.telegram_api_url, config.bot_pod)
-    job = await clients.kube.ensure(adopt(manifest, owner))
-    state = job_state(job)
-    job_ref = f"Job {manifest['metadata']['name']}"
+    state = job_state(await clients.kube.ensure(adopt(manifest, owner)))
+    job = manifest["metadata"]["name"]
     if state == "failed":
-        raise Blocked(
-            "MigrationFailed",
-            f"{job_ref} failed for image {spec['image']}; fix it and set a new spec.image",
-            retry_after=None,
-            condition=conditions.MIGRATED,
-        )
+        raise migration_failed(job, spec["image"])
     if state != "succeeded":
         raise Waiting(
             "MigrationRunning",
-            f"{job_ref} is migrating the database for image {spec['image']}",
+            f"Job {job} is migrating the database for image {spec['image']}",
             delay=clients.config.migration_poll_seconds,
         )
+
+
+async def deploy(
+    clients: Clients, owner: kopf.Body, spec: Mapping[str, Any], image: str
+) -> conditions.Condition:
+    """Roll the bot Deployment out on `image` (already migrated); say how ready it is now."""
+    name = owner["metadata"]["name"]
+    config = clients.config
+    manifest = children.render_deployment(
+        name, spec, image, config.telegram_api_url, config.bot_pod
+    )
+    return ready_condition(await clients.kube.apply(adopt(manifest, owner)))
 
 
 async def reconcile(
@@ -246,7 +288,7 @@ async def reconcile(
     if children.database_mode(spec) == "Shared":
         await provision_database(clients, namespace, name, values["DATABASE_PASSWORD"], retry)
 
-    kube, api_url, pod = clients.kube, clients.config.telegram_api_url, clients.config.bot_pod
+    kube = clients.kube
     await kube.apply(adopt(children.render_service(name), owner))
     if children.webhook_host(spec):
         await kube.apply(adopt(children.render_ingress(name, spec), owner))
@@ -257,12 +299,7 @@ async def reconcile(
     if migrated != spec["image"]:
         if migrated:
             # Other spec changes roll out now; the image only after its migration succeeded.
-            await kube.apply(
-                adopt(children.render_deployment(name, spec, migrated, api_url, pod), owner)
-            )
+            await deploy(clients, owner, spec, migrated)
         await migrate(clients, owner, spec)
         migrated = spec["image"]
-    deployment = await kube.apply(
-        adopt(children.render_deployment(name, spec, migrated, api_url, pod), owner)
-    )
-    return Outcome(migrated_image=migrated, ready=ready_condition(deployment))
+    return Outcome(migrated_image=migrated, ready=await deploy(clients, owner, spec, migrated))

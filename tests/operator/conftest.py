@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import uuid
@@ -32,6 +33,7 @@ if str(OPERATOR_DIR) not in sys.path:
     sys.path.insert(0, str(OPERATOR_DIR))
 
 ROOT = Path(__file__).resolve().parents[2]
+VERBS = {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
 
 
 @pytest.fixture
@@ -57,7 +59,8 @@ async def emulator() -> AsyncIterator[StampingEmulator]:
             ("batch/v1/jobs", "Job"),
             ("networking.k8s.io/v1/ingresses", "Ingress"),
         ]:
-            k8s.resources[plural] = kmock.ResourceInfo(kind=kind, namespaced=True)
+            # The verbs a real API server lists; kopf watches only what is listable and watchable.
+            k8s.resources[plural] = kmock.ResourceInfo(kind=kind, namespaced=True, verbs=VERBS)
         yield k8s
 
 
@@ -115,6 +118,24 @@ def kubeconfig(tmp_path: Path, emulator: StampingEmulator) -> Path:
     return path
 
 
+@contextlib.asynccontextmanager
+async def operator_with(
+    monkeypatch: pytest.MonkeyPatch, kubeconfig: Path, bot_api: FakeBotApi, **env: str
+) -> AsyncIterator[OperatorThread]:
+    importlib.import_module("hello_operator")  # registers the handlers with kopf
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("TELEGRAM_API_URL", bot_api.url)
+    monkeypatch.setenv("SHARED_POSTGRES_ADMIN_URL", PG_ADMIN_URL)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    operator = OperatorThread()
+    await operator.start()
+    try:
+        yield operator
+    finally:
+        await operator.stop()
+
+
 @pytest.fixture
 async def running_operator(
     kubeconfig: Path,
@@ -122,18 +143,29 @@ async def running_operator(
     pg_cleanup: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[OperatorThread]:
-    importlib.import_module("hello_operator")  # registers the handlers with kopf
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    monkeypatch.setenv("TELEGRAM_API_URL", bot_api.url)
-    monkeypatch.setenv("SHARED_POSTGRES_ADMIN_URL", PG_ADMIN_URL)
-    monkeypatch.setenv("MIGRATION_POLL_SECONDS", "0.2")
-    monkeypatch.setenv("BLOCKED_RETRY_SECONDS", "0.5")
-    operator = OperatorThread()
-    await operator.start()
-    try:
+    """Retries come fast, so the tests need not wait for the production intervals."""
+    async with operator_with(
+        monkeypatch, kubeconfig, bot_api, MIGRATION_POLL_SECONDS="0.2", BLOCKED_RETRY_SECONDS="0.5"
+    ) as operator:
         yield operator
-    finally:
-        await operator.stop()
+
+
+@pytest.fixture
+async def watching_operator(
+    kubeconfig: Path,
+    bot_api: FakeBotApi,
+    pg_cleanup: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[OperatorThread]:
+    """Retries and the webhook timer far slower than the 5 s the watches promise.
+
+    Whatever a test sees within 5 s then came from a watch on a child, not from a retry
+    or a timer that happened to fire.
+    """
+    async with operator_with(
+        monkeypatch, kubeconfig, bot_api, MIGRATION_POLL_SECONDS="60"
+    ) as operator:
+        yield operator
 
 
 @pytest.fixture

@@ -132,11 +132,18 @@ class Cluster:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[Any]], *, what: str, deadline: float = DEADLINE
+    probe: Callable[[], Awaitable[Any]],
+    *,
+    what: str,
+    deadline: float = DEADLINE,
+    since: float | None = None,
 ) -> Any:
-    """Poll `probe` until it returns something truthy; fail after `deadline` seconds."""
+    """Poll `probe` until it returns something truthy; fail after `deadline` seconds.
+
+    The deadline counts from `since` (a `loop.time()` reading) when given, else from now.
+    """
     loop = asyncio.get_running_loop()
-    stop_at = loop.time() + deadline
+    stop_at = (loop.time() if since is None else since) + deadline
     last: Any = None
     while loop.time() < stop_at:
         last = await probe()
@@ -144,6 +151,61 @@ async def eventually(
             return last
         await asyncio.sleep(0.05)
     pytest.fail(f"timed out waiting for {what}; last: {last!r}")
+
+
+class DeploymentController:
+    """Plays the Deployment controller, which the emulator lacks: reports replicas on request.
+
+    Each report returns the moment (`loop.time()`) it was stored, for latency bounds.
+    """
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    async def appeared(self, name: str) -> dict[str, Any]:
+        return await eventually(
+            lambda: self.cluster.get("apps/v1", "deployments", name), what=f"Deployment {name}"
+        )
+
+    async def report(self, name: str, *, ready: int | None = None) -> float:
+        """Report `ready` ready replicas (default: all that the spec asks for)."""
+        deployment = await self.appeared(name)
+        want = int(deployment["spec"].get("replicas", 1))
+        count = want if ready is None else ready
+        status = {
+            "observedGeneration": deployment["metadata"]["generation"],
+            "replicas": want,
+            "updatedReplicas": want,
+            "readyReplicas": count,
+            "availableReplicas": count,
+        }
+        await self.cluster.patch("apps/v1", "deployments", name, {"status": status})
+        return asyncio.get_running_loop().time()
+
+
+class JobController:
+    """Plays the Job controller: a Job ends, successfully or not, when the test says so."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    async def appeared(self, job: str) -> dict[str, Any]:
+        return await eventually(
+            lambda: self.cluster.get("batch/v1", "jobs", job), what=f"Job {job}"
+        )
+
+    async def succeed(self, job: str) -> float:
+        status = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+        return await self._end(job, status)
+
+    async def fail(self, job: str) -> float:
+        status = {"failed": 4, "conditions": [{"type": "Failed", "status": "True"}]}
+        return await self._end(job, status)
+
+    async def _end(self, job: str, status: dict[str, Any]) -> float:
+        await self.appeared(job)
+        await self.cluster.patch("batch/v1", "jobs", job, {"status": status})
+        return asyncio.get_running_loop().time()
 
 
 def condition(bot: dict[str, Any] | None, type_: str) -> dict[str, Any]:

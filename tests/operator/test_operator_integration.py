@@ -1,7 +1,8 @@
 """The real kopf event loop against the Kubernetes emulator, real PostgreSQL and a fake Bot API.
 
-The emulator runs no controllers: the tests play the Job controller (marking a Job complete) and
-check garbage-collection readiness through owner references, not through deletion cascades.
+The emulator runs no controllers: the tests play the Job controller (`JobController` marks a Job
+complete or failed) and check garbage-collection readiness through owner references, not through
+deletion cascades.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from operator_support import (
     PG_ADMIN_URL,
     Cluster,
     FakeBotApi,
+    JobController,
     OperatorThread,
     StampingEmulator,
     condition,
@@ -53,10 +55,7 @@ async def create_token_secret(cluster: Cluster, name: str) -> None:
 
 async def complete_job(cluster: Cluster, name: str, image: str) -> None:
     """Play the Job controller: the migration Job of `image` succeeded."""
-    job = children.job_name(name, image)
-    await eventually(lambda: cluster.get("batch/v1", "jobs", job), what=f"Job {job}")
-    status = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
-    await cluster.patch("batch/v1", "jobs", job, {"status": status})
+    await JobController(cluster).succeed(children.job_name(name, image))
 
 
 async def wait_condition(
@@ -362,9 +361,7 @@ async def test_failed_migration_keeps_the_old_deployment_and_says_why(
     await create_token_secret(cluster, name)
     await cluster.create(BOTS, "telegrambots", bot_manifest(name))
     job = children.job_name(name, IMAGE_1)
-    await eventually(lambda: cluster.get("batch/v1", "jobs", job), what=f"Job {job}")
-    failed = {"failed": 4, "conditions": [{"type": "Failed", "status": "True"}]}
-    await cluster.patch("batch/v1", "jobs", job, {"status": failed})
+    await JobController(cluster).fail(job)
 
     bot = await wait_condition(cluster, name, "Migrated", "MigrationFailed", phase="Failed")
     assert job in condition(bot, "Migrated")["message"]
