@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--user-id", type=int, default=1, help="your pretend Telegram id")
     chat.add_argument("--first-name", default=None, help="your first name (default: $USER)")
     chat.add_argument("--username", default=None)
+    chat.add_argument(
+        "--bot", default=None, help="one bot of BOTS_DIR: its data, not the project's"
+    )
     commands.add_parser("host", help="every bot of BOTS_DIR in one webhook server")
     commands.add_parser(
         "migrate", help="upgrade the database schema to head (every bot's, with BOTS_DIR)"
@@ -117,7 +120,13 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> None:
 
     first_name = args.first_name or getpass.getuser().capitalize() or "Developer"
     user = User(id=args.user_id, is_bot=False, first_name=first_name, username=args.username)
-    await run_console(settings, user=user)
+    if args.bot is not None:
+        from bot.bots_dir import read_bots_dir  # noqa: PLC0415
+
+        if args.bot not in read_bots_dir(settings.require_bots_dir()).bots:
+            msg = f"--bot {args.bot}: no valid {args.bot}.env in BOTS_DIR"
+            raise ConfigError(msg)
+    await run_console(settings, user=user, bot_name=args.bot)
 
 
 async def _migrate(settings: Settings) -> None:

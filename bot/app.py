@@ -22,6 +22,7 @@ from bot.config import Settings
 from bot.db.engine import create_engine
 from bot.db.schema import SchemaGate
 from bot.db.scope import DataScope
+from bot.db.tenants import bot_namespace, bot_scope
 from bot.handlers import common, failures, start
 from bot.middlewares.dedup import DeduplicationMiddleware
 from bot.middlewares.observer import HandlerNameMiddleware, UpdateObserverMiddleware
@@ -182,25 +183,33 @@ async def assemble(
     settings: Settings,
     *,
     bot: Bot | None = None,
+    bot_name: str | None = None,
     deduplicate: bool = True,
     span_exporter: SpanExporter | None = None,
 ) -> AsyncIterator[BotApp]:
     """The start-up path of serve, poll, chat and the tests: the runtime, the schema policy, and
-    the Bot (unless given, as the console's is); everything closed in reverse on exit."""
+    the Bot (unless given, as the console's is); everything closed in reverse on exit.
+
+    `bot_name` plays one bot of the host (`chat --bot`): its data and keys, not the project's.
+    """
     async with (
         open_runtime(settings, deduplicate=deduplicate, span_exporter=span_exporter) as runtime,
         AsyncExitStack() as stack,
     ):
         # One bot per process: its rows are the database's own, its namespace the project's (as
-        # the keys always were).
+        # the keys always were); or one bot of the host's, exactly as the host keeps it.
+        name, namespace = settings.project_name, settings.project_name
         scope = DataScope(runtime.resources.engine)
+        if bot_name is not None:
+            name, namespace = bot_name, bot_namespace(settings, bot_name)
+            scope, own_engine = bot_scope(settings, runtime.resources.engine, bot_name)
+            if own_engine:
+                stack.push_async_callback(scope.engine.dispose)
         schema = await prepare_schema(settings, scope)
         if bot is None:
             bot = create_bot(settings.require_token(), create_session(settings))
         stack.push_async_callback(bot.session.close)
-        tenant = Tenant(
-            name=settings.project_name, bot_id=bot.id, namespace=settings.project_name, data=scope
-        )
+        tenant = Tenant(name=name, bot_id=bot.id, namespace=namespace, data=scope)
         yield BotApp(
             settings=settings,
             resources=runtime.resources,

@@ -89,11 +89,16 @@ def console_update(update_id: int, text: str, user: User) -> Update:
 
 
 async def run_console(
-    settings: Settings, *, user: User, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout
+    settings: Settings,
+    *,
+    user: User,
+    bot_name: str | None = None,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
 ) -> None:
     interactive = stdin.isatty()
     bot = Bot(token=CONSOLE_TOKEN, session=ConsoleSession(stdout))
-    async with assemble(settings, bot=bot, deduplicate=False) as app:
+    async with assemble(settings, bot=bot, bot_name=bot_name, deduplicate=False) as app:
         app.schema.require_open()  # nobody migrates PostgreSQL while we wait: say so and stop
         settle_heap()
         if interactive:

@@ -23,8 +23,7 @@ from bot.config import Settings
 from bot.db.engine import create_engine
 from bot.db.migrations import upgrade_to_head
 from bot.db.schema import SchemaGate
-from bot.db.scope import DataScope
-from bot.db.tenants import postgres_scope, sqlite_url
+from bot.db.tenants import bot_namespace, bot_scope
 from bot.lifecycle import ServerState, settle_heap, until_signalled
 from bot.observability.metrics import WEBHOOK_REQUESTS
 from bot.probes import create_probe_app, start_http
@@ -76,14 +75,18 @@ class BotHost:
                 await self.remove(hosted)
         for name, entry in snapshot.bots.items():
             if name not in current or current[name].entry != entry:
-                await self.add(entry)
+                try:
+                    await self.add(entry)
+                except Exception as exc:  # this bot is reported; the others still get added
+                    log.exception("bot_add_failed", bot=name)
+                    self.problems[f"{name}.env"] = f"could not start: {type(exc).__name__}"
 
     async def add(self, entry: BotEntry) -> None:
         settings = self.settings
-        scope, own_engine = self._scope(entry.name)
+        scope, own_engine = bot_scope(settings, self.runtime.resources.engine, entry.name)
         schema = SchemaGate(scope)
         bot = create_bot(entry.token.get_secret_value(), self.session)
-        namespace = f"{settings.project_name}:{entry.name}"
+        namespace = bot_namespace(settings, entry.name)
         tenant = Tenant(name=entry.name, bot_id=bot.id, namespace=namespace, data=scope)
         webhook = WebhookHandler(
             dispatcher=self.runtime.dp,
@@ -131,13 +134,6 @@ class BotHost:
         if hosted.own_engine:
             await hosted.tenant.data.engine.dispose()
         log.info("bot_removed", bot=hosted.entry.name)
-
-    def _scope(self, name: str) -> tuple[DataScope, bool]:
-        engine = self.runtime.resources.engine
-        if engine.dialect.name == "postgresql":
-            return postgres_scope(engine, name), False
-        url = sqlite_url(self.settings.database_url.get_secret_value(), name)
-        return DataScope(create_engine(self.settings, url=url)), True
 
     async def _register(self, hosted: HostedBot, schema: SchemaGate) -> None:
         settings = self.settings
@@ -192,7 +188,7 @@ class BotHost:
 
 
 def _bot_id(text: str) -> int:
-    return int(text) if text.isdecimal() and len(text) <= 20 else -1
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else -1
 
 
 def create_host_app(host: BotHost) -> web.Application:
@@ -230,15 +226,12 @@ async def migrate_bots(settings: Settings) -> None:
     engine = create_engine(settings)
     try:
         for name in snapshot.bots:
-            if engine.dialect.name == "postgresql":
-                before, after = await upgrade_to_head(engine, postgres_scope(engine, name))
-            else:
-                url = sqlite_url(settings.database_url.get_secret_value(), name)
-                own = create_engine(settings, url=url)
-                try:
-                    before, after = await upgrade_to_head(own)
-                finally:
-                    await own.dispose()
+            scope, own_engine = bot_scope(settings, engine, name)
+            try:
+                before, after = await upgrade_to_head(scope.engine, scope)
+            finally:
+                if own_engine:
+                    await scope.engine.dispose()
             log.info("migrated", bot=name, before=before, after=after)
     finally:
         await engine.dispose()

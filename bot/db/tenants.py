@@ -15,6 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from bot.config import Settings
+from bot.db.engine import create_engine
 from bot.db.scope import DataScope
 
 
@@ -27,6 +29,20 @@ def role_name(database: str, bot_name: str) -> str:
     bot of the same name, so the role names the database too (hashed: names stay short)."""
     digest = hashlib.sha256(database.encode()).hexdigest()[:8]
     return f"bot_{bot_name}@{digest}"
+
+
+def bot_scope(settings: Settings, engine: AsyncEngine, bot_name: str) -> tuple[DataScope, bool]:
+    """The scope of one bot of the host, and whether it has an engine of its own (SQLite) for
+    its owner to dispose of."""
+    if engine.dialect.name == "postgresql":
+        return postgres_scope(engine, bot_name), False
+    url = sqlite_url(settings.database_url.get_secret_value(), bot_name)
+    return DataScope(create_engine(settings, url=url)), True
+
+
+def bot_namespace(settings: Settings, bot_name: str) -> str:
+    """Cache keys of a bot of the host: under the project's, apart from every other bot's."""
+    return f"{settings.project_name}:{bot_name}"
 
 
 def postgres_scope(engine: AsyncEngine, bot_name: str) -> DataScope:

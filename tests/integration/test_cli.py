@@ -237,3 +237,20 @@ async def test_polling_serves_updates_and_stops_cleanly_on_sigterm(
     allowed = fake_telegram.calls_to("getUpdates")[0].params["allowed_updates"]
     assert set(allowed) == {"message", "edited_message"}
     assert TEST_TOKEN not in stderr.decode()
+
+
+def test_chat_plays_one_bot_of_the_host_with_that_bots_own_data(tmp_path: Path) -> None:
+    bots = tmp_path / "bots"
+    bots.mkdir()
+    token = "5550001:AAshop_token_0123456789abcdefghijklmn"
+    (bots / "shop.env").write_text(f"BOT_TOKEN={token}\nWEBHOOK_SECRET=shop-secret\n")
+    env = {"DATABASE_URL": "", "BOTS_DIR": str(bots)}  # the embedded default, a file per bot
+    chat = lambda *args: run_bot(tmp_path, "chat", *args, stdin="/start\n", **env)  # noqa: E731
+    assert "Nice to meet you" in chat("--bot", "shop").stdout
+    assert "Welcome back" in chat("--bot", "shop").stdout
+    assert "Nice to meet you" in chat().stdout  # the project's own data is another database
+    assert (tmp_path / "hello-bot.shop.db").exists()
+    missing = chat("--bot", "nope")
+    assert missing.returncode == 2
+    [line] = missing.stderr.strip().splitlines()
+    assert line == "error: --bot nope: no valid nope.env in BOTS_DIR"
