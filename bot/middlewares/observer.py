@@ -50,16 +50,16 @@ class UpdateObserverMiddleware(BaseMiddleware):
     ) -> Any:
         assert isinstance(event, Update)
         structlog.contextvars.clear_contextvars()
+        bot_name = data["tenant"].name
         try:
             update_type = event.event_type
         except UpdateTypeLookupError:
             # A type newer than our aiogram: acknowledge it rather than make Telegram retry it.
-            log.info("update_type_unknown", update_id=event.update_id)
-            UPDATES.labels("unknown", "none", "unhandled").inc()
+            log.info("update_type_unknown", bot=bot_name, update_id=event.update_id)
+            UPDATES.labels(bot_name, "unknown", "none", "unhandled").inc()
             return UNHANDLED
         info = UpdateInfo(update_type=update_type)
         data[UPDATE_INFO_KEY] = info
-        bot_name = data["tenant"].name
         structlog.contextvars.bind_contextvars(
             bot=bot_name, update_id=event.update_id, update_type=update_type
         )
@@ -92,8 +92,8 @@ class UpdateObserverMiddleware(BaseMiddleware):
                 elapsed = time.perf_counter() - started
                 span.set_attribute("telegram.handler", info.handler)
                 span.set_attribute("telegram.outcome", outcome)
-                UPDATES.labels(update_type, info.handler, outcome).inc()
-                UPDATE_DURATION.labels(update_type).observe(elapsed)
+                UPDATES.labels(bot_name, update_type, info.handler, outcome).inc()
+                UPDATE_DURATION.labels(bot_name, update_type).observe(elapsed)
                 log.info(
                     "update_handled",
                     handler=info.handler,

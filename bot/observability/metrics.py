@@ -1,5 +1,6 @@
-"""Prometheus metrics. Labels come only from closed sets: update type, handler name, outcome,
-Bot API method, HTTP status. Never a user, chat, path or address."""
+"""Prometheus metrics. Labels come only from closed sets: the bot's name (the project's, or one
+of the host's bot files), update type, handler name, outcome, Bot API method, HTTP status.
+Never a user, chat, token, path or address."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from prometheus_client import Counter, Gauge, Histogram
 
 UPDATES = Counter(
     "hello_bot_updates",
-    "Telegram updates processed, by type, handler and outcome",
-    ["update_type", "handler", "outcome"],
+    "Telegram updates processed, by bot, type, handler and outcome",
+    ["bot", "update_type", "handler", "outcome"],
 )
 UPDATE_DURATION = Histogram(
     "hello_bot_update_duration_seconds",
     "Time from receiving an update to finishing it (including Bot API calls)",
-    ["update_type"],
+    ["bot", "update_type"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25),
 )
 DUPLICATES = Counter(

@@ -53,6 +53,10 @@ class Host:
         async with self.http.post(f"{self.base}/webhook/{bot_id}", json=body, headers=headers) as r:
             return r.status
 
+    async def metrics(self) -> str:
+        async with self.http.get(f"{self.base}/metrics") as response:
+            return await response.text()
+
     async def readyz(self) -> tuple[int, dict[str, Any]]:
         async with self.http.get(f"{self.base}/readyz") as response:
             return response.status, await response.json()
@@ -129,6 +133,10 @@ async def test_update_ids_users_and_replies_are_per_bot(
     greeting = "Hello, Ann! Nice to meet you. Send me anything, or /help."
     assert host.replies(SHOP) == [greeting]
     assert host.replies(NEWS) == [greeting]
+    exposition = await host.metrics()
+    for name in ("shop", "news"):  # each bot's updates are its own series, named by its file
+        assert f'hello_bot_updates_total{{bot="{name}",handler="start_handler"' in exposition
+    assert SHOP[1] not in exposition
 
 
 async def test_bots_follow_their_files_without_a_restart(
