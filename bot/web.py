@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -177,7 +178,7 @@ async def run_server(settings: Settings) -> None:
             "server_started", host=settings.host, port=settings.port, path=settings.webhook_path
         )
         # Until the schema is at head, /readyz says why and updates are answered 503.
-        background = app.schema.wait_open()
+        background: Coroutine[Any, Any, object] = app.schema.wait_open()
         if settings.webhook_url:
             background = register_webhook(
                 app.bot,

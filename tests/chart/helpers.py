@@ -41,6 +41,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         }
     },
     "existing-secret": {"secret": {"existingSecret": "hello-bot-credentials", "botToken": ""}},
+    "host": {
+        "bot": {"mode": "host", "bots": {"existingSecret": "hello-bot-bots"}},
+        "secret": {"botToken": ""},
+        "ingress": {"enabled": True, "host": "bots.example.com"},
+    },
     "operator-on": {"operator": {"enabled": True}},
     "operator-external-admin": {
         "operator": {

@@ -82,3 +82,43 @@ def test_polling_refuses_inconsistent_values(render, values: dict, message: str)
     with pytest.raises(helm.HelmError) as caught:
         render(values)
     assert message in str(caught.value)
+
+
+HOST = {"bot": {"mode": "host", "bots": {"existingSecret": "my-bots"}}}
+
+
+def test_host_mode_runs_every_bot_of_a_secret_from_one_pod(render) -> None:
+    rendered = render(deep_merge(HOST, {"ingress": {"enabled": True, "host": "bots.example.com"}}))
+    deployment = one(rendered, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["host"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["BOTS_DIR"]["value"] == "/etc/hello-bot/bots"
+    assert "BOT_TOKEN" not in env and "WEBHOOK_SECRET" not in env  # per bot, in the files
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "bots")
+    assert (mount["mountPath"], mount["readOnly"]) == ("/etc/hello-bot/bots", True)
+    assert "subPath" not in mount  # a subPath mount never sees the Secret change
+    volume = next(v for v in pod["volumes"] if v["name"] == "bots")
+    assert volume["secret"]["secretName"] == "my-bots"
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    # The migration Job brings every bot's schema to head.
+    job = one(rendered, "Job")["spec"]["template"]["spec"]
+    job_env = {e["name"]: e.get("value") for e in job["containers"][0]["env"]}
+    assert job_env["BOTS_DIR"] == "/etc/hello-bot/bots"
+    assert any(
+        v["name"] == "bots" and v["secret"]["secretName"] == "my-bots" for v in job["volumes"]
+    )
+    # The Ingress lets Telegram reach {webhookPath}/{bot_id} and nothing else.
+    [path] = one(rendered, "Ingress")["spec"]["rules"][0]["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/webhook/", "Prefix")
+
+
+def test_host_mode_without_its_secret_fails_with_a_clear_message(render) -> None:
+    with pytest.raises(helm.HelmError, match=r"bot\.bots\.existingSecret: bot\.mode is host"):
+        render({"bot": {"mode": "host"}})
+
+
+def test_host_mode_needs_no_single_bot_token(render) -> None:
+    values = deep_merge(HOST, {"secret": {"botToken": ""}})
+    assert one(render(values), "Deployment")

@@ -36,6 +36,7 @@ CHART_VARIANTS: dict[str, dict[str, Any]] = {
 NOT_FROM_A_VALUE = {
     "HOST": "fixed to 0.0.0.0: the Pod's address is not the user's choice",
     "OTEL_RESOURCE_ATTRIBUTES": "composed from the Downward API and the image tag",
+    "BOTS_DIR": "fixed: where the chart mounts the Secret bot.bots.existingSecret names",
 }
 # These @param lines configure the operator's own container, whose variables are the operator's
 # settings (operator/README.md), not the bot's, even where a name is the same.

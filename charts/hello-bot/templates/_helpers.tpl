@@ -117,10 +117,13 @@ official image makes a superuser), or "" (operator off, or none: only `database.
 {{- printf "%s.%s.svc" (include "hello-bot.postgresql.fullname" .) .Release.Namespace -}}
 {{- end -}}
 
-{{/* The CLI subcommand of the bot container: serve (webhook) or poll (long polling). */}}
+{{/* The CLI subcommand of the bot container: serve (webhook), poll (long polling) or host. */}}
 {{- define "hello-bot.botCommand" -}}
-{{- if eq .Values.bot.mode "polling" -}}poll{{- else -}}serve{{- end -}}
+{{- if eq .Values.bot.mode "polling" -}}poll{{- else if eq .Values.bot.mode "host" -}}host{{- else -}}serve{{- end -}}
 {{- end -}}
+
+{{/* Where the bot host reads its bot files (BOTS_DIR): the Secret's keys, one file each. */}}
+{{- define "hello-bot.botsDir" -}}/etc/hello-bot/bots{{- end -}}
 
 {{/* Database coordinates: the bundled StatefulSet or externalDatabase. */}}
 {{- define "hello-bot.database.host" -}}
@@ -221,7 +224,7 @@ Usage: include "hello-bot.stableSecretValue" (dict "existing" $data "key" "k" "v
 {{/* Collects every configuration mistake and fails with all of them at once. */}}
 {{- define "hello-bot.validateValues" -}}
 {{- $messages := list -}}
-{{- if and (not .Values.secret.existingSecret) (not .Values.secret.botToken) -}}
+{{- if and (ne .Values.bot.mode "host") (not .Values.secret.existingSecret) (not .Values.secret.botToken) -}}
 {{- $messages = append $messages "secret.botToken: set the Telegram bot token (--set secret.botToken=...) or name a Secret you manage in secret.existingSecret" -}}
 {{- end -}}
 {{- if and (not .Values.postgresql.enabled) (not .Values.externalDatabase.host) -}}
@@ -232,6 +235,9 @@ Usage: include "hello-bot.stableSecretValue" (dict "existing" $data "key" "k" "v
 {{- end -}}
 {{- if and (eq .Values.bot.mode "polling") (gt (int .Values.bot.replicaCount) 1) -}}
 {{- $messages = append $messages (printf "bot.replicaCount: %d polling Pods would fight over getUpdates (Telegram answers 409 Conflict); polling needs bot.replicaCount=1" (int .Values.bot.replicaCount)) -}}
+{{- end -}}
+{{- if and (eq .Values.bot.mode "host") (not .Values.bot.bots.existingSecret) -}}
+{{- $messages = append $messages "bot.bots.existingSecret: bot.mode is host, so name the Secret that holds one <name>.env key per bot (BOT_TOKEN=... and WEBHOOK_SECRET=... lines)" -}}
 {{- end -}}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) -}}
 {{- $messages = append $messages "ingress.host: ingress.enabled is true, so set the public host name Telegram will call" -}}
