@@ -52,5 +52,5 @@ DB_POOL_IN_USE = Gauge(
 READY = Gauge("hello_bot_ready", "1 while /readyz answers 200")
 REDIS_DEGRADED = Gauge(
     "hello_bot_redis_degraded",
-    "1 while the configured Redis fails the readiness check (the memory fallback serves); 0 otherwise",
+    "1 while the configured Redis fails the readiness check (the memory fallback serves)",
 )

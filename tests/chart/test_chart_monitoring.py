@@ -67,6 +67,10 @@ def _bot_ingress(objects: list[Manifest]) -> list[dict[str, Any]]:
     return one(objects, "NetworkPolicy", FULLNAME)["spec"]["ingress"]
 
 
+def _other_policies(objects: list[Manifest]) -> list[Manifest]:
+    return [p for p in find(objects, "NetworkPolicy") if p["metadata"]["name"] != FULLNAME]
+
+
 def test_defaults_render_no_prometheus_objects(default_objects: list[Manifest]) -> None:
     assert [o for o in default_objects if o["kind"] in CRD_FILES] == []
     assert len(_bot_ingress(default_objects)) == 1  # the ingress controller and helm test only
@@ -116,7 +120,9 @@ def test_service_monitor_scrapes_the_bot_service_only(
     assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     assert spec["selector"]["matchLabels"] == BOT_SELECTOR
     (service,) = [
-        s for s in find(objects, "Service") if s["metadata"]["labels"].items() >= BOT_SELECTOR.items()
+        svc
+        for svc in find(objects, "Service")
+        if svc["metadata"]["labels"].items() >= BOT_SELECTOR.items()
     ]
     assert service["spec"]["selector"] == BOT_SELECTOR
     (endpoint,) = spec["endpoints"]
@@ -157,10 +163,7 @@ def test_scraper_is_let_in_while_a_monitor_is_on(
     (scraper,) = after[len(before) :]
     assert scraper == {"from": [SCRAPER], "ports": [{"port": "http", "protocol": "TCP"}]}
     # Nothing else opens: every other policy of the release is unchanged.
-    others = [p for p in find(monitoring[variant], "NetworkPolicy") if p["metadata"]["name"] != FULLNAME]
-    assert others == [
-        p for p in find(default_objects, "NetworkPolicy") if p["metadata"]["name"] != FULLNAME
-    ]
+    assert _other_policies(monitoring[variant]) == _other_policies(default_objects)
 
 
 def test_scraper_selectors_are_values(render) -> None:
@@ -268,17 +271,17 @@ def test_inconsistent_metrics_values_fail_clearly(
 @pytest.mark.parametrize(
     ("values", "where"),
     [
-        ({"metrics": {"serviceMonitor": {"interval": "30 seconds"}}}, "/metrics/serviceMonitor/interval"),
-        ({"metrics": {"podMonitor": {"namespace": "Monitoring"}}}, "/metrics/podMonitor/namespace"),
-        ({"metrics": {"serviceMonitor": {"labels": {"release": 1}}}}, "/metrics/serviceMonitor/labels"),
-        ({"metrics": {"prometheusRule": {"runbookBaseUrl": "docs/operations.md"}}}, "runbookBaseUrl"),
-        ({"metrics": {"prometheusRule": {"additionalRules": [{"alert": "X"}]}}}, "additionalRules/0"),
-        ({"metrics": {"grafana": {}}}, "additional properties 'grafana'"),
+        ({"serviceMonitor": {"interval": "30 seconds"}}, "/metrics/serviceMonitor/interval"),
+        ({"podMonitor": {"namespace": "Monitoring"}}, "/metrics/podMonitor/namespace"),
+        ({"serviceMonitor": {"labels": {"release": 1}}}, "/metrics/serviceMonitor/labels"),
+        ({"prometheusRule": {"runbookBaseUrl": "docs/operations.md"}}, "runbookBaseUrl"),
+        ({"prometheusRule": {"additionalRules": [{"alert": "X"}]}}, "additionalRules/0"),
+        ({"grafana": {}}, "additional properties 'grafana'"),
     ],
 )
 def test_schema_rejects_bad_metrics_values(
     chart: helm.Chart, values: dict[str, Any], where: str
 ) -> None:
     with pytest.raises(helm.HelmValuesError) as caught:
-        chart.validate_schema(deep_merge(REQUIRED, values))
+        chart.validate_schema(deep_merge(REQUIRED, {"metrics": values}))
     assert where in str(caught.value)
