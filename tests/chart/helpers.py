@@ -42,6 +42,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "existing-secret": {"secret": {"existingSecret": "hello-bot-credentials", "botToken": ""}},
     "operator-on": {"operator": {"enabled": True}},
+    "two-replicas": {
+        "bot": {
+            "replicaCount": 2,
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                }
+            ],
+        }
+    },
     "operator-external-admin": {
         "operator": {
             "enabled": True,
