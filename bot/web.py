@@ -17,6 +17,7 @@ from aiogram import Bot, Dispatcher
 from aiogram.types import Update
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
+from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import ValidationError
 
 from bot.app import BotApp, assemble
@@ -26,6 +27,7 @@ from bot.lifecycle import ServerState, settle_heap, until_signalled
 from bot.observability.metrics import WEBHOOK_REQUESTS
 from bot.probes import MAX_BODY_BYTES, create_probe_app, start_http
 from bot.retry_policy import is_retryable
+from bot.webhook_info import WebhookInfoCollector, watch_webhook
 
 log = structlog.get_logger(__name__)
 
@@ -152,6 +154,25 @@ async def register_webhook(app: BotApp) -> None:
             return
 
 
+def start_webhook_watch(
+    app: BotApp, stack: AsyncExitStack, *, registry: CollectorRegistry = REGISTRY
+) -> None:
+    """Telegram's view of delivery on /metrics until `stack` closes (bot.webhook_info)."""
+    settings = app.settings
+    collector = WebhookInfoCollector()
+    registry.register(collector)
+    stack.callback(registry.unregister, collector)
+    watch = asyncio.create_task(
+        watch_webhook(
+            app.bot,
+            expected_url=settings.webhook_url + settings.webhook_path,
+            collector=collector,
+            interval=settings.webhook_info_interval_seconds,
+        )
+    )
+    stack.callback(watch.cancel)
+
+
 async def run_server(settings: Settings) -> None:
     settings.require_token()
     settings.require_webhook_secret()
@@ -167,6 +188,8 @@ async def run_server(settings: Settings) -> None:
         background = register_webhook(app) if settings.webhook_url else app.schema.wait_open()
         task = asyncio.create_task(background)
         stack.callback(task.cancel)
+        if settings.webhook_url:
+            start_webhook_watch(app, stack)
         settle_heap()
         await until_signalled()
         state.stop_accepting()

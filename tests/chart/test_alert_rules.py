@@ -39,6 +39,8 @@ class Case:
 class Scenario:
     firing: Case
     quiet: Case
+    # Further cases where one alert has several ways in (or out): (case, fires).
+    more: tuple[tuple[Case, bool], ...] = ()
 
 
 def _histogram(counts_per_minute: dict[str, int]) -> dict[str, str]:
@@ -197,6 +199,51 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         quiet=Case({s("hello_bot_db_pool_connections_in_use"): "6x10 15x3 6x20"}, "30m"),
     ),
+    "HelloBotTelegramCannotReachUs": Scenario(
+        # Deliveries keep failing (the error stays recent) while updates wait at Telegram.
+        firing=Case(
+            {
+                s("hello_bot_webhook_pending_updates"): "0x3 5+5x30",
+                s("hello_bot_webhook_last_error_age_seconds"): "0x3 30x30",
+                s("hello_bot_webhook_url_expected"): "1x33",
+            },
+            "20m",
+        ),
+        # An old error with a small backlog is ordinary traffic, not an outage.
+        quiet=Case(
+            {
+                s("hello_bot_webhook_pending_updates"): "2x30",
+                s("hello_bot_webhook_last_error_age_seconds"): "3600+60x30",
+                s("hello_bot_webhook_url_expected"): "1x30",
+            },
+            "30m",
+        ),
+        more=(
+            # Another URL registered (a second deployment with the same token, say).
+            (
+                Case(
+                    {
+                        s("hello_bot_webhook_pending_updates"): "0x30",
+                        s("hello_bot_webhook_url_expected"): "1x3 0x30",
+                    },
+                    "20m",
+                ),
+                True,
+            ),
+            # A recent error that left nothing waiting: Telegram delivered on its retry.
+            (
+                Case(
+                    {
+                        s("hello_bot_webhook_pending_updates"): "0x30",
+                        s("hello_bot_webhook_last_error_age_seconds"): "10x30",
+                        s("hello_bot_webhook_url_expected"): "1x30",
+                    },
+                    "30m",
+                ),
+                False,
+            ),
+        ),
+    ),
 }
 
 
@@ -255,6 +302,9 @@ def _write_tests(group: dict[str, Any], rules_file: Path, names: list[str]) -> P
         scenario = SCENARIOS[name]
         tests.append(_unit_test(name, alerts[name], scenario.firing, fires=True))
         tests.append(_unit_test(name, alerts[name], scenario.quiet, fires=False))
+        tests += [
+            _unit_test(name, alerts[name], case, fires=fires) for case, fires in scenario.more
+        ]
     path = rules_file.with_name("rules_test.yaml")
     path.write_text(
         yaml.safe_dump(
