@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
 from functools import cache
@@ -13,6 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
 from .helpers import REPO_ROOT, Manifest
 
@@ -78,3 +80,25 @@ def run_promtool(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[st
         timeout=120,
         check=False,
     )
+
+
+# Series Prometheus makes itself for every target, next to what the bot exports.
+PROMETHEUS_SERIES = {"up"}
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+
+
+def exported_metric_names() -> set[str]:
+    """Every series name the bot's /metrics can carry: its own metrics (also those no update
+    has touched yet), Telegram's view of delivery, and prometheus-client's default collectors."""
+    import bot.observability.metrics  # noqa: F401, PLC0415 - registers the bot's metrics
+    from bot import webhook_info  # noqa: PLC0415 - its collector registers only in serve
+
+    names = {webhook_info.PENDING, webhook_info.ERROR_AGE, webhook_info.URL_EXPECTED}
+    for family in REGISTRY.collect():
+        names |= {family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",))}
+    return names
+
+
+def metric_names_in(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (each written with a `{...}` selector)."""
+    return set(re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{", expr))

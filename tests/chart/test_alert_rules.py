@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from .helpers import FULLNAME, NAMESPACE, one
-from .prometheus import run_promtool
+from .prometheus import PROMETHEUS_SERIES, exported_metric_names, metric_names_in, run_promtool
 
 # Series as the chart's monitors label them: job set to the fullname, the release's namespace.
 TARGET = {"job": FULLNAME, "namespace": NAMESPACE, "pod": "bot-1"}
@@ -363,3 +363,12 @@ def test_a_quiet_case_that_fires_fails_the_unit_test(
     result = run_promtool("test", "rules", path, cwd=rules_file.parent)
     assert result.returncode != 0
     assert result.stdout.count("FAILED") + result.stderr.count("FAILED") >= 1
+
+
+def test_alerts_select_only_series_the_bot_exports(rule_group: dict[str, Any]) -> None:
+    """A misspelt metric parses fine and never fires; this is the check that catches it."""
+    known = exported_metric_names() | PROMETHEUS_SERIES
+    for name, rule in _alerts(rule_group).items():
+        names = metric_names_in(rule["expr"])
+        assert names, name
+        assert names <= known, f"{name}: {sorted(names - known)} are not exported"
