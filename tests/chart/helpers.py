@@ -42,6 +42,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "existing-secret": {"secret": {"existingSecret": "hello-bot-credentials", "botToken": ""}},
     "operator-on": {"operator": {"enabled": True}},
+    "backup": {"backup": {"enabled": True}},
     "two-replicas": {
         "bot": {
             "replicaCount": 2,
@@ -105,12 +106,14 @@ def one(objects: list[Manifest], kind: str, name: str | None = None) -> Manifest
     return found[0]
 
 
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "Pod")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "Pod")
 
 
 def pod_spec(obj: Manifest) -> dict[str, Any]:
     if obj["kind"] == "Pod":
         return obj["spec"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     return obj["spec"]["template"]["spec"]
 
 

@@ -363,3 +363,8 @@ Usage: include "hello-bot.metrics.endpoint" (dict "ctx" $ "monitor" .Values.metr
 {{- define "hello-bot.metrics.selector" -}}
 {{- printf "job=%q, namespace=%q" (include "hello-bot.fullname" .) .Release.Namespace -}}
 {{- end -}}
+
+{{/* The backups' PVC: backup.persistence.existingClaim, or the chart's own. */}}
+{{- define "hello-bot.backup.claimName" -}}
+{{- default (printf "%s-backups" (include "hello-bot.fullname" .)) .Values.backup.persistence.existingClaim -}}
+{{- end -}}
