@@ -154,23 +154,28 @@ async def register_webhook(app: BotApp) -> None:
             return
 
 
-def start_webhook_watch(
+def start_webhook(
     app: BotApp, stack: AsyncExitStack, *, registry: CollectorRegistry = REGISTRY
 ) -> None:
-    """Telegram's view of delivery on /metrics until `stack` closes (bot.webhook_info)."""
+    """setWebhook, then Telegram's view of delivery on /metrics (bot.webhook_info), in the
+    background until `stack` closes."""
     settings = app.settings
     collector = WebhookInfoCollector()
     registry.register(collector)
     stack.callback(registry.unregister, collector)
-    watch = asyncio.create_task(
-        watch_webhook(
+
+    async def register_then_watch() -> None:
+        await register_webhook(app)
+        # Watched from registration on: before it, Telegram still has the previous URL.
+        await watch_webhook(
             app.bot,
             expected_url=settings.webhook_url + settings.webhook_path,
             collector=collector,
             interval=settings.webhook_info_interval_seconds,
         )
-    )
-    stack.callback(watch.cancel)
+
+    task = asyncio.create_task(register_then_watch())
+    stack.callback(task.cancel)
 
 
 async def run_server(settings: Settings) -> None:
@@ -185,11 +190,11 @@ async def run_server(settings: Settings) -> None:
             "server_started", host=settings.host, port=settings.port, path=settings.webhook_path
         )
         # Until the schema is at head, /readyz says why and updates are answered 503.
-        background = register_webhook(app) if settings.webhook_url else app.schema.wait_open()
-        task = asyncio.create_task(background)
-        stack.callback(task.cancel)
         if settings.webhook_url:
-            start_webhook_watch(app, stack)
+            start_webhook(app, stack)
+        else:
+            task = asyncio.create_task(app.schema.wait_open())
+            stack.callback(task.cancel)
         settle_heap()
         await until_signalled()
         state.stop_accepting()

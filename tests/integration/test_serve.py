@@ -240,7 +240,11 @@ async def test_serve_exports_telegrams_view_of_delivery(
     assert 2 <= float(age.rsplit(" ", 1)[1]) < 60
     assert await bot.stop() == 0  # the watch is cancelled on shutdown, not an error
     events = [json.loads(line) for line in bot.text.splitlines() if line.startswith("{")]
-    assert "webhook_delivery_failed" in [e["event"] for e in events]
+    names = [e["event"] for e in events]
+    assert "webhook_delivery_failed" in names
+    # Watched only once registered: a normal start never reports a wrong URL, even briefly.
+    assert "webhook_url_as_expected" in names
+    assert "webhook_url_unexpected" not in names
     assert [e for e in events if e["level"] == "error"] == []
 
 
