@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     webhook_path: str = "/webhook"
     webhook_secret: SecretStr | None = None
     webhook_max_connections: int = Field(default=40, ge=1, le=100)
+    # How often serve asks getWebhookInfo for Telegram's view of delivery (bot.webhook_info).
+    webhook_info_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
     telegram_api_url: str = "https://api.telegram.org"
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65535)

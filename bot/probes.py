@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.app import Resources
 from bot.db.schema import SCHEMA_REVISION, SchemaGate
 from bot.lifecycle import ServerState
-from bot.observability.metrics import DB_POOL_IN_USE, READY
+from bot.observability.metrics import DB_POOL_IN_USE, READY, REDIS_DEGRADED
 
 MAX_BODY_BYTES = 1024 * 1024
 READINESS_TIMEOUT_SECONDS = 2.0
@@ -84,7 +84,10 @@ async def readiness(
         checks["redis"] = {"status": "disabled"}
     else:
         # Redis down is degraded, not unready: the memory fallback keeps updates flowing.
-        checks["redis"] = {"status": "ok" if await cache.ping() else "degraded"}
+        redis_ok = await cache.ping()
+        checks["redis"] = {"status": "ok" if redis_ok else "degraded"}
+        # Set here because the kubelet probes every few seconds: the alert needs no traffic.
+        REDIS_DEGRADED.set(0 if redis_ok else 1)
     return checks, ready
 
 

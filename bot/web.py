@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -19,6 +18,7 @@ from aiogram.exceptions import TelegramUnauthorizedError
 from aiogram.types import Update
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
+from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import ValidationError
 
 from bot.app import BotApp, assemble
@@ -29,6 +29,7 @@ from bot.observability.metrics import WEBHOOK_REQUESTS
 from bot.probes import MAX_BODY_BYTES, create_probe_app, start_http
 from bot.retry_policy import is_retryable
 from bot.tenant import Tenant
+from bot.webhook_info import WebhookInfoCollector, watch_webhook
 
 log = structlog.get_logger(__name__)
 
@@ -166,6 +167,39 @@ async def register_webhook(
             return True
 
 
+def start_webhook(
+    app: BotApp, stack: AsyncExitStack, *, registry: CollectorRegistry = REGISTRY
+) -> None:
+    """setWebhook, then Telegram's view of delivery on /metrics (bot.webhook_info), in the
+    background until `stack` closes."""
+    settings = app.settings
+    collector = WebhookInfoCollector()
+    registry.register(collector)
+    stack.callback(registry.unregister, collector)
+
+    async def register_then_watch() -> None:
+        accepted = await register_webhook(
+            app.bot,
+            url=settings.webhook_url + settings.webhook_path,
+            secret=settings.require_webhook_secret(),
+            dp=app.dp,
+            schema=app.schema,
+            settings=settings,
+        )
+        if not accepted:  # a refused token: getWebhookInfo would be refused the same way
+            return
+        # Watched from registration on: before it, Telegram still has the previous URL.
+        await watch_webhook(
+            app.bot,
+            expected_url=settings.webhook_url + settings.webhook_path,
+            collector=collector,
+            interval=settings.webhook_info_interval_seconds,
+        )
+
+    task = asyncio.create_task(register_then_watch())
+    stack.callback(task.cancel)
+
+
 async def run_server(settings: Settings) -> None:
     settings.require_token()
     settings.require_webhook_secret()
@@ -178,18 +212,11 @@ async def run_server(settings: Settings) -> None:
             "server_started", host=settings.host, port=settings.port, path=settings.webhook_path
         )
         # Until the schema is at head, /readyz says why and updates are answered 503.
-        background: Coroutine[Any, Any, object] = app.schema.wait_open()
         if settings.webhook_url:
-            background = register_webhook(
-                app.bot,
-                url=settings.webhook_url + settings.webhook_path,
-                secret=settings.require_webhook_secret(),
-                dp=app.dp,
-                schema=app.schema,
-                settings=settings,
-            )
-        task = asyncio.create_task(background)
-        stack.callback(task.cancel)
+            start_webhook(app, stack)
+        else:
+            task = asyncio.create_task(app.schema.wait_open())
+            stack.callback(task.cancel)
         settle_heap()
         await until_signalled()
         state.stop_accepting()

@@ -51,3 +51,7 @@ DB_POOL_IN_USE = Gauge(
     "Database connections checked out of the pool",
 )
 READY = Gauge("hello_bot_ready", "1 while /readyz answers 200")
+REDIS_DEGRADED = Gauge(
+    "hello_bot_redis_degraded",
+    "1 while the configured Redis fails the readiness check (the memory fallback serves)",
+)

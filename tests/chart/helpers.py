@@ -47,6 +47,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "ingress": {"enabled": True, "host": "bots.example.com"},
     },
     "operator-on": {"operator": {"enabled": True}},
+    "backup": {"backup": {"enabled": True}},
+    "two-replicas": {
+        "bot": {
+            "replicaCount": 2,
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                }
+            ],
+        }
+    },
     "operator-external-admin": {
         "operator": {
             "enabled": True,
@@ -98,12 +111,14 @@ def one(objects: list[Manifest], kind: str, name: str | None = None) -> Manifest
     return found[0]
 
 
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "Pod")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "Pod")
 
 
 def pod_spec(obj: Manifest) -> dict[str, Any]:
     if obj["kind"] == "Pod":
         return obj["spec"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     return obj["spec"]["template"]["spec"]
 
 

@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -202,3 +203,59 @@ async def test_the_garbage_collector_runs_again_once_serve_is_up(
     statuses = [await post(bot.url, start_update(user(uid(), "Gc"))) for _ in range(40)]
     assert set(statuses) == {200}
     assert await collections() > before
+
+
+async def _metrics_once(bot: BotProcess, line: str, timeout: float = 10) -> str:
+    """/metrics once it holds `line` (bounded polling: the watch runs every 0.1 s here)."""
+    async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
+        while True:
+            async with http.get(bot.url + "/metrics") as response:
+                text = await response.text()
+            if line in text.splitlines():
+                return text
+            await asyncio.sleep(0.05)
+
+
+async def test_serve_exports_telegrams_view_of_delivery(
+    make_bot_process: Callable[..., BotProcess], fake_telegram: FakeTelegram
+) -> None:
+    bot = make_bot_process(
+        WEBHOOK_URL="https://bot.example.com", WEBHOOK_INFO_INTERVAL_SECONDS="0.1"
+    )
+    await bot.start()
+    await fake_telegram.wait_for("setWebhook")
+    # Telegram has the URL serve registered (the fake keeps what setWebhook said).
+    text = await _metrics_once(bot, "hello_bot_webhook_url_expected 1.0")
+    assert "hello_bot_webhook_pending_updates 0.0" in text.splitlines()
+    assert "hello_bot_webhook_last_error_age_seconds" not in text
+    # Telegram starts failing to reach us: the backlog and the error show on the next scrape.
+    fake_telegram.webhook = {
+        **fake_telegram.webhook,
+        "pending_update_count": 5,
+        "last_error_date": int(time.time()) - 3,
+        "last_error_message": "Connection refused",
+    }
+    text = await _metrics_once(bot, "hello_bot_webhook_pending_updates 5.0")
+    (age,) = [x for x in text.splitlines() if x.startswith("hello_bot_webhook_last_error_age")]
+    assert 2 <= float(age.rsplit(" ", 1)[1]) < 60
+    assert await bot.stop() == 0  # the watch is cancelled on shutdown, not an error
+    events = [json.loads(line) for line in bot.text.splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert "webhook_delivery_failed" in names
+    # Watched only once registered: a normal start never reports a wrong URL, even briefly.
+    assert "webhook_url_as_expected" in names
+    assert "webhook_url_unexpected" not in names
+    assert [e for e in events if e["level"] == "error"] == []
+
+
+async def test_serve_without_a_webhook_url_asks_telegram_nothing(
+    make_bot_process: Callable[..., BotProcess], fake_telegram: FakeTelegram
+) -> None:
+    bot = make_bot_process(WEBHOOK_INFO_INTERVAL_SECONDS="0.1")
+    await bot.start()
+    async with aiohttp.ClientSession() as http, http.get(bot.url + "/metrics") as response:
+        text = await response.text()
+    assert await bot.stop() == 0
+    # No registered webhook to compare with: no gauges that would read as "wrong URL".
+    assert "hello_bot_webhook_url_expected" not in text
+    assert fake_telegram.calls_to("getWebhookInfo") == []

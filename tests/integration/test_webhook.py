@@ -324,10 +324,13 @@ async def test_redis_down_is_degraded_but_ready_and_updates_flow(
     update = message_update(user(uid()), "one")
     assert (await hook.post(update)).status == 200
     assert (await hook.get("/readyz"))[1]["checks"]["redis"] == {"status": "ok"}
+    assert "hello_bot_redis_degraded 0.0" in (await hook.get("/metrics"))[1]
     throwaway_redis.stop()
     assert (await hook.post(message_update(user(uid()), "two"))).status == 200
     status, body = await hook.get("/readyz")
     assert (status, body["checks"]["redis"]) == (200, {"status": "degraded"})
+    # The alert's signal comes from the probe itself, no update needed (HelloBotRedisDegraded).
+    assert "hello_bot_redis_degraded 1.0" in (await hook.get("/metrics"))[1]
     assert len(hook.harness.telegram.calls_to("sendMessage")) == 2
 
 

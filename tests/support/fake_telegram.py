@@ -148,7 +148,8 @@ class FakeTelegram:
             self.webhook = {"url": "", "pending_update_count": 0}
             return True
         if name == "getwebhookinfo":
-            return self.webhook
+            # Telegram always sends has_custom_certificate; aiogram refuses an answer without it.
+            return {"has_custom_certificate": False, **self.webhook}
         return True
 
 

@@ -246,6 +246,8 @@ Usage: include "hello-bot.stableSecretValue" (dict "existing" $data "key" "k" "v
 {{- if le (int .Values.bot.terminationGracePeriodSeconds) (int $drain) -}}
 {{- $messages = append $messages (printf "bot.terminationGracePeriodSeconds: %d must exceed bot.preStopSeconds + bot.shutdownGraceSeconds (%d), or Pods are killed mid-drain" (int .Values.bot.terminationGracePeriodSeconds) (int $drain)) -}}
 {{- end -}}
+{{- $messages = concat $messages (include "hello-bot.validateMetrics" . | fromYamlArray) -}}
+{{- $messages = concat $messages (include "hello-bot.validatePdb" . | fromYamlArray) -}}
 {{- if $messages -}}
 {{- fail (printf "\n\nhello-bot: invalid values:\n  - %s" (join "\n  - " $messages)) -}}
 {{- end -}}
@@ -292,4 +294,83 @@ Usage: include "hello-bot.stableSecretValue" (dict "existing" $data "key" "k" "v
 {{- $hostPort := (urlParse .Values.externalRedis.url).host | splitList "@" | last -}}
 {{- $parts := splitList ":" $hostPort -}}
 {{- if gt (len $parts) 1 -}}{{ last $parts }}{{- else -}}6379{{- end -}}
+{{- end -}}
+
+{{/* Mistakes in metrics.*, as a YAML list of messages (validateValues reports them). */}}
+{{- define "hello-bot.validateMetrics" -}}
+{{- $messages := list -}}
+{{- $metrics := .Values.metrics -}}
+{{- if and $metrics.serviceMonitor.enabled $metrics.podMonitor.enabled -}}
+{{- $messages = append $messages "metrics.podMonitor.enabled: metrics.serviceMonitor.enabled is true too; both would scrape every bot Pod twice and double every sum in the alerts, so enable one" -}}
+{{- end -}}
+{{- if and $metrics.prometheusRule.enabled (not (or $metrics.serviceMonitor.enabled $metrics.podMonitor.enabled)) -}}
+{{- $messages = append $messages "metrics.prometheusRule.enabled: the alerts select the job label that the chart's ServiceMonitor or PodMonitor sets; enable metrics.serviceMonitor or metrics.podMonitor too" -}}
+{{- end -}}
+{{- toYaml $messages -}}
+{{- end -}}
+
+{{/*
+Mistakes in pdb.*, as a YAML list of messages: a budget that allows no eviction blocks
+`kubectl drain` forever. Kubernetes rounds percentages up for both fields.
+*/}}
+{{- define "hello-bot.validatePdb" -}}
+{{- $messages := list -}}
+{{- $replicas := int .Values.bot.replicaCount -}}
+{{- $min := toString .Values.pdb.minAvailable -}}
+{{- $max := toString .Values.pdb.maxUnavailable -}}
+{{- if and .Values.pdb.create (gt $replicas 1) -}}
+{{- if and (ne $min "") (ne $max "") -}}
+{{- $messages = append $messages "pdb.minAvailable: set pdb.minAvailable or pdb.maxUnavailable, not both (a PodDisruptionBudget takes one)" -}}
+{{- else if ne $min "" -}}
+{{- $blocks := false -}}
+{{- if hasSuffix "%" $min -}}
+{{- $percent := int (trimSuffix "%" $min) -}}
+{{- $blocks = gt (mul $percent $replicas) (mul 100 (sub $replicas 1)) -}}
+{{- else -}}
+{{- $blocks = ge (int $min) $replicas -}}
+{{- end -}}
+{{- if $blocks -}}
+{{- $messages = append $messages (printf "pdb.minAvailable: %s of %d bot Pods leaves none evictable, so draining a node would never finish; lower it or use pdb.maxUnavailable" $min $replicas) -}}
+{{- end -}}
+{{- else if and (ne $max "") (or (eq $max "0") (eq $max "0%")) -}}
+{{- $messages = append $messages "pdb.maxUnavailable: 0 allows no eviction, so draining a node would never finish; use at least 1" -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $messages -}}
+{{- end -}}
+
+{{/* A PodDisruptionBudget field: a percentage stays a string, a number becomes an integer. */}}
+{{- define "hello-bot.pdb.intOrPercent" -}}
+{{- if kindIs "string" . -}}{{ . | quote }}{{- else -}}{{ int . }}{{- end -}}
+{{- end -}}
+
+{{/*
+The scrape endpoint of the ServiceMonitor and the PodMonitor. Prometheus names the job after the
+Service or the monitor; it is set to the fullname instead, so the alerts select this release's
+series whichever monitor scraped them.
+Usage: include "hello-bot.metrics.endpoint" (dict "ctx" $ "monitor" .Values.metrics.serviceMonitor)
+*/}}
+{{- define "hello-bot.metrics.endpoint" -}}
+- port: http
+  path: /metrics
+  {{- with .monitor.interval }}
+  interval: {{ . }}
+  {{- end }}
+  {{- with .monitor.scrapeTimeout }}
+  scrapeTimeout: {{ . }}
+  {{- end }}
+  relabelings:
+    - action: replace
+      targetLabel: job
+      replacement: {{ include "hello-bot.fullname" .ctx }}
+{{- end -}}
+
+{{/* The label matchers every alert puts on the bot's series: this release's job and namespace. */}}
+{{- define "hello-bot.metrics.selector" -}}
+{{- printf "job=%q, namespace=%q" (include "hello-bot.fullname" .) .Release.Namespace -}}
+{{- end -}}
+
+{{/* The backups' PVC: backup.persistence.existingClaim, or the chart's own. */}}
+{{- define "hello-bot.backup.claimName" -}}
+{{- default (printf "%s-backups" (include "hello-bot.fullname" .)) .Values.backup.persistence.existingClaim -}}
 {{- end -}}
