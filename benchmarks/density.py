@@ -232,7 +232,13 @@ async def throughput(
         many.append(await drive_posts(spread(share), concurrency=IN_FLIGHT_CAP))
     for result in (*one, *many):
         run.count("throughput runs", result)
+    # Round by round, so a reader can tell a trend from the machine's noise.
+    progress(f"upd/s by round: 1 bot {_rates(one)}, spread {_rates(many)}")
     return Throughput(_rate(one), _rate(many))
+
+
+def _rates(results: list[LoadResult]) -> str:
+    return " ".join(f"{r.rate:.0f}" for r in results)
 
 
 def _rate(results: list[LoadResult]) -> float:
@@ -328,6 +334,10 @@ class Results:
     fairness: Fairness
     non_200: dict[str, int]
     seconds: float
+    database: str
+    """Dropped by now, with the bots' roles; named so a caller can check."""
+    project: str
+    """PROJECT_NAME, the Redis key prefix dropped by now."""
 
 
 async def measure(sizes: Sizes) -> Results:
@@ -379,7 +389,7 @@ async def measure(sizes: Sizes) -> Results:
     finally:
         await drop_database(name)
     seconds = time.perf_counter() - started
-    return Results(sizes, memory, serve_memory, rates, fair, run.non_200, seconds)
+    return Results(sizes, memory, serve_memory, rates, fair, run.non_200, seconds, name, project)
 
 
 async def migrate(run: Run, bots: list[BotFile]) -> None:
