@@ -27,12 +27,13 @@ async def test_density_benchmark_runs_end_to_end_and_cleans_up() -> None:
     assert labels == [
         "host RSS, 1 bot",
         "host RSS, 3 bots",
+        "host RSS, 3 bots, after the upd/s and flood runs",
         "1 x serve RSS",
         "3 x serve RSS",
         "RSS per added bot, 1 -> 3",
         "upd/s, all to 1 bot (concurrency 7)",
         "upd/s, spread over 3 bots",
-        "throughput spread / 1 bot",
+        "upd/s spread / 1 bot (median of 1 rounds)",
         "p99, 2 quiet bots, 10 upd/s, unflooded",
         "p99, 2 quiet bots, 10 upd/s, 1 bot flooded",
         "quiet p99 flooded / unflooded",
@@ -42,7 +43,8 @@ async def test_density_benchmark_runs_end_to_end_and_cleans_up() -> None:
     # Every update but the flooded bot's was answered 200; the flood got its share answered.
     assert lines[-1].split()[-1] == "0", lines[-1]
     assert results.fairness.flood_statuses.get(200, 0) > 0
-    assert all(memory.rss > 0 for memory in (*results.hosts.values(), results.serve))
+    memories = (*results.hosts.values(), results.serve, results.loaded)
+    assert all(memory.rss > 0 and memory.peak > 0 for memory in memories)
     # The counts each figure rests on, not its value.
     assert results.fairness.quiet.count == results.fairness.flooded_quiet.count == 10
 
