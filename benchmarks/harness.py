@@ -86,7 +86,9 @@ class Child:
                 assert self.process is not None
                 if self.process.poll() is not None:
                     self._log.seek(0)
-                    msg = f"{self.args} exited early:\n{self._log.read().decode()[-3000:]}"
+                    code = self.process.returncode
+                    log = self._log.read().decode()[-3000:]
+                    msg = f"{self.args} exited early (code {code}):\n{log}"
                     raise RuntimeError(msg)
                 with contextlib.suppress(aiohttp.ClientError):
                     async with http.get(url) as response:
