@@ -13,16 +13,25 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import psutil
 from redis.asyncio import Redis
 
+from bot.db.tenants import role_name
+
 ROOT = Path(__file__).resolve().parents[1]
+# The machine's services (trust auth), as the test suite uses them; override to point elsewhere.
+ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# charts/hello-bot/values.yaml (bot.dbPoolSize, bot.dbMaxOverflow); tests/chart holds them equal.
+CHART_POOL = {"DB_POOL_SIZE": "10", "DB_MAX_OVERFLOW": "5"}
 
 
 def free_port() -> int:
@@ -64,6 +73,11 @@ class Child:
                 self.peak_rss = max(self.peak_rss, proc.memory_info().rss)
                 await asyncio.sleep(0.02)
 
+    def rss(self) -> int:
+        """Resident set size now (bytes)."""
+        assert self.process is not None
+        return int(psutil.Process(self.process.pid).memory_info().rss)
+
     async def wait_http(self, url: str, timeout: float = 90.0) -> float:
         """Seconds from process start until `url` answers 200."""
         deadline = time.perf_counter() + timeout
@@ -72,7 +86,9 @@ class Child:
                 assert self.process is not None
                 if self.process.poll() is not None:
                     self._log.seek(0)
-                    msg = f"{self.args} exited early:\n{self._log.read().decode()[-3000:]}"
+                    code = self.process.returncode
+                    log = self._log.read().decode()[-3000:]
+                    msg = f"{self.args} exited early (code {code}):\n{log}"
                     raise RuntimeError(msg)
                 with contextlib.suppress(aiohttp.ClientError):
                     async with http.get(url) as response:
@@ -124,6 +140,34 @@ async def drop_keys_after(redis_url: str, prefix: str) -> AsyncIterator[None]:
         await drop_keys(redis_url, prefix)
 
 
+async def create_database(prefix: str = "hb_bench") -> tuple[str, str]:
+    """A fresh database named for this run: (name, SQLAlchemy URL)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    connection = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return name, f"{base}/{name}"
+
+
+async def drop_database(name: str) -> None:
+    """Drops the database, then the bot roles a host made for it: roles belong to the whole
+    cluster and outlive the database (bot.db.tenants.role_name ties them to its name)."""
+    connection = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        suffix = role_name(name, "x").rsplit("@", 1)[1]
+        roles = await connection.fetch(
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE $1", f"bot\\_%@{suffix}"
+        )
+        for (role,) in roles:
+            await connection.execute(f'DROP ROLE "{role}"')
+    finally:
+        await connection.close()
+
+
 @dataclass
 class LoadResult:
     count: int
@@ -144,33 +188,78 @@ class LoadResult:
         return statistics.median(self.latencies)
 
 
+@dataclass(frozen=True, slots=True)
+class Post:
+    """One webhook delivery: where, with which secret, what."""
+
+    url: str
+    secret: str
+    body: bytes
+
+
+def posts(url: str, secret: str, updates: Iterable[dict[str, Any]]) -> list[Post]:
+    return [Post(url, secret, json.dumps(update).encode()) for update in updates]
+
+
+async def deliver(http: aiohttp.ClientSession, post: Post) -> tuple[int, float]:
+    """POSTs one update as Telegram does; returns (status, seconds)."""
+    headers = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": post.secret}
+    started = time.perf_counter()
+    async with http.post(post.url, data=io.BytesIO(post.body), headers=headers) as response:
+        await response.read()
+    return response.status, time.perf_counter() - started
+
+
 async def drive(
     url: str, updates: Iterable[dict[str, Any]], *, concurrency: int, secret: str
 ) -> LoadResult:
     """POSTs every update with `concurrency` connections; latency per request, wall time total."""
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for update in updates:
-        queue.put_nowait(json.dumps(update).encode())
+    return await drive_posts(posts(url, secret, updates), concurrency=concurrency)
+
+
+async def drive_posts(deliveries: Iterable[Post], *, concurrency: int) -> LoadResult:
+    """`drive` for deliveries that may go to several bots (routes and secrets)."""
+    queue: asyncio.Queue[Post] = asyncio.Queue()
+    for post in deliveries:
+        queue.put_nowait(post)
     count = queue.qsize()
     latencies: list[float] = []
     statuses: dict[int, int] = {}
-    headers = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": secret}
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as http:
 
         async def worker() -> None:
             while not queue.empty():
-                body = queue.get_nowait()
-                started = time.perf_counter()
-                async with http.post(url, data=io.BytesIO(body), headers=headers) as response:
-                    await response.read()
-                latencies.append(time.perf_counter() - started)
-                statuses[response.status] = statuses.get(response.status, 0) + 1
+                status, seconds = await deliver(http, queue.get_nowait())
+                latencies.append(seconds)
+                statuses[status] = statuses.get(status, 0) + 1
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - began
     return LoadResult(count, seconds, latencies, statuses)
+
+
+async def pace(deliveries: Iterable[Post], *, rate: float) -> LoadResult:
+    """Open loop: one delivery every 1/rate s whatever the answers, as quiet traffic arrives;
+    a slow server shows as latency, not as a lower rate."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def one(post: Post) -> None:
+            status, seconds = await deliver(http, post)
+            latencies.append(seconds)
+            statuses[status] = statuses.get(status, 0) + 1
+
+        began = time.perf_counter()
+        tasks = []
+        for i, post in enumerate(deliveries):
+            await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(post)))
+        await asyncio.gather(*tasks)
+        seconds = time.perf_counter() - began
+    return LoadResult(len(tasks), seconds, latencies, statuses)
 
 
 def start_updates(first_id: int, user_ids: Iterable[int]) -> list[dict[str, Any]]:
@@ -207,7 +296,11 @@ def import_seconds(module: str, runs: int = 3) -> float:
     return best
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
+def table(headers: list[str], rows: list[list[str]], *, left: int = 0) -> str:
+    """Columns right-aligned, but the first `left` ones (labels read better flush left)."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    align = lambda i, c, w: c.ljust(w) if i < left else c.rjust(w)  # noqa: E731
+    line = lambda cells: "  ".join(  # noqa: E731
+        align(i, c, w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    ).rstrip()
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])

@@ -22,15 +22,17 @@ import sys
 import uuid
 from dataclasses import dataclass
 
-import asyncpg
-
 from benchmarks.bare_bot import SECRET as BARE_SECRET
 from benchmarks.bare_bot import TOKEN
 from benchmarks.harness import (
+    CHART_POOL,
+    REDIS_URL,
     ROOT,
     Child,
     LoadResult,
+    create_database,
     drive,
+    drop_database,
     drop_keys_after,
     free_port,
     import_seconds,
@@ -39,12 +41,8 @@ from benchmarks.harness import (
     table,
 )
 
-ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SECRET = "bench-secret"
 USERS = 500
-# charts/hello-bot/values.yaml (bot.dbPoolSize, bot.dbMaxOverflow); tests/chart holds them equal.
-CHART_POOL = {"DB_POOL_SIZE": "10", "DB_MAX_OVERFLOW": "5"}
 DEFAULT_POOL = {"DB_POOL_SIZE": "5", "DB_MAX_OVERFLOW": "10"}
 
 
@@ -127,25 +125,6 @@ async def ours(
     if pool is not CHART_POOL:
         kind += f", pool {pool['DB_POOL_SIZE']}+{pool['DB_MAX_OVERFLOW']}"
     return Row(f"hello-bot {kind}{tracing}", result, child.peak_rss, startup)
-
-
-async def create_database() -> tuple[str, str]:
-    name = f"hb_bench_{uuid.uuid4().hex[:10]}"
-    connection = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    return name, f"{base}/{name}"
-
-
-async def drop_database(name: str) -> None:
-    connection = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
 
 
 async def main(updates: int, concurrency: int, tracing: bool) -> None:
