@@ -28,6 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--user-id", type=int, default=1, help="your pretend Telegram id")
     chat.add_argument("--first-name", default=None, help="your first name (default: $USER)")
     chat.add_argument("--username", default=None)
+    chat.add_argument(
+        "--lang",
+        default=None,
+        metavar="CODE",
+        help="your Telegram app's language_code, e.g. de or pt-br (default: none)",
+    )
     commands.add_parser("migrate", help="upgrade the database schema to head")
     commands.add_parser("check-config", help="validate settings and print them, secrets masked")
     return parser
@@ -109,7 +115,13 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> None:
     from bot.console import run_console  # noqa: PLC0415
 
     first_name = args.first_name or getpass.getuser().capitalize() or "Developer"
-    user = User(id=args.user_id, is_bot=False, first_name=first_name, username=args.username)
+    user = User(
+        id=args.user_id,
+        is_bot=False,
+        first_name=first_name,
+        username=args.username,
+        language_code=args.lang,
+    )
     await run_console(settings, user=user)
 
 
