@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 from aiogram import Router
 from aiogram.filters import CommandStart
 from aiogram.types import Message
@@ -44,12 +46,15 @@ async def start_handler(
         return
     profile = profile_of(message.from_user)
     registered = await user_service.register(profile, cached=cached_user)
-    # Without a cache entry the locale came from Telegram's language_code alone; the upsert has
-    # just returned the stored choice, which wins.
-    locale = choose_locale(
-        i18n, chosen=registered.chosen_language, language_code=profile.language_code
-    )
-    with i18n.use_locale(locale):
+    scope: AbstractContextManager[None] = nullcontext()
+    if cached_user is None:
+        # Without a cache entry the locale came from Telegram's language_code alone; the upsert
+        # has just returned the stored choice, which wins.
+        chosen = registered.chosen_language
+        scope = i18n.use_locale(
+            choose_locale(i18n, chosen=chosen, language_code=profile.language_code)
+        )
+    with scope:
         text = greeting(message.from_user.first_name, is_new=registered.is_new)
     await message.answer(**text.as_kwargs())
 

@@ -79,6 +79,10 @@ async def quick_harness(make_harness: Callable[..., Awaitable[Harness]], tmp_pat
     return await make_harness(database_url=f"sqlite+aiosqlite:///{tmp_path / 'b.db'}", redis_url="")
 
 
+def test_every_shipped_language_is_tested_here() -> None:
+    assert set(GREETINGS) == set(HELP_FIRST_LINES) == set(load_i18n().available_locales)
+
+
 @pytest.mark.parametrize("language", sorted(GREETINGS))
 async def test_every_language_greets_helps_and_falls_back(harness: Harness, language: str) -> None:
     sender = user(new_user_id(), TRICKY_NAME, language_code=language)
