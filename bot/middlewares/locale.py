@@ -11,6 +11,7 @@ from aiogram.types import User as TelegramUser
 from aiogram.utils.i18n import I18n, I18nMiddleware
 
 from bot.i18n import choose_locale
+from bot.middlewares import NextHandler
 from bot.retry_policy import is_retryable
 from bot.services.users import UserService
 
@@ -31,9 +32,24 @@ class LocaleMiddleware(I18nMiddleware):
     """
 
     def __init__(self, i18n: I18n, *, users: UserService) -> None:
-        # No `i18n_middleware` key in handler data: nothing needs this object but aiogram.
-        super().__init__(i18n, i18n_key="i18n", middleware_key="")
+        super().__init__(i18n, i18n_key="i18n")
         self.users = users
+
+    async def __call__(
+        self, handler: NextHandler, event: TelegramObject, data: dict[str, Any]
+    ) -> Any:
+        # What the base class does (minus the `i18n_middleware` key nobody reads), with the two
+        # context variables set directly: its two generator-based context managers cost ~5 us
+        # per update against under 1 us here, on the path every returning user takes.
+        data["i18n"] = self.i18n
+        locale = await self.get_locale(event, data)
+        i18n_token = I18n.set_current(self.i18n)
+        locale_token = self.i18n.ctx_locale.set(locale)
+        try:
+            return await handler(event, data)
+        finally:
+            self.i18n.ctx_locale.reset(locale_token)
+            I18n.reset_current(i18n_token)
 
     async def get_locale(self, event: TelegramObject, data: dict[str, Any]) -> str:
         user: TelegramUser | None = data.get("event_from_user")

@@ -71,7 +71,8 @@ _PROFILE_FIELDS = ("username", "first_name", "last_name", "language_code", "is_p
 
 
 class UserService:
-    """Registers users: one autocommitted upsert, with the cache in front of it.
+    """Registers users and stores their language choice: one autocommitted upsert each, with
+    the cache in front of them.
 
     Registration is durable when `register` returns, whatever the rest of the update does with
     its own session: the reply announces it, so it must not roll back with a later failure.
