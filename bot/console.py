@@ -63,15 +63,14 @@ class ConsoleSession(BaseSession):
             return BOT_USER  # type: ignore[return-value]
         if isinstance(method, SendMessage | EditMessageText):
             self._print(method.text, method.reply_markup)
-            chat = Chat(id=int(method.chat_id or 0), type="private")
+            edited = method.message_id if isinstance(method, EditMessageText) else None
             self.last_message = Message(
-                message_id=method.message_id if isinstance(method, EditMessageText)
-                else next(self._message_ids),
+                message_id=edited or next(self._message_ids),
                 date=datetime.now(UTC),
-                chat=chat,
+                chat=Chat(id=int(method.chat_id or 0), type="private"),
                 from_user=BOT_USER,
                 text=method.text,
-            )  # fmt: skip
+            )
             return self.last_message  # type: ignore[return-value]
         if isinstance(method, AnswerCallbackQuery):
             if method.text:
