@@ -31,6 +31,14 @@ COPY bot/ bot/
 COPY migrations/ migrations/
 RUN python -m compileall -q bot migrations
 
+# ---- catalogs: bot/locales/*/LC_MESSAGES/messages.mo compiled from the .po sources ------------
+# Babel (the `i18n` group) exists only in this stage; the bot reads .mo files with the standard
+# library's gettext. .dockerignore keeps a checkout's own .mo files out of the context.
+FROM builder AS catalogs
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --only-group i18n --no-install-project \
+    && /app/.venv/bin/pybabel compile --directory=bot/locales --domain=messages --statistics
+
 # ---- operator-builder: the same venv plus the `operator` dependency group ----------------------
 FROM builder AS operator-builder
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -75,6 +83,7 @@ COPY --from=dev-builder /app/pyproject.toml /app/uv.lock /app/
 # The one relaxation file sync needs: /app/bot belongs to the app user, so `kubectl exec tar`
 # (skaffold's sync) can replace files in it. Everything else stays root-owned.
 COPY --from=dev-builder --chown=10001:10001 /app/bot /app/bot
+COPY --from=catalogs /app/bot/locales /app/bot/locales
 COPY --from=dev-builder /app/migrations /app/migrations
 USER 10001:10001
 EXPOSE 8080
@@ -88,6 +97,7 @@ FROM runtime-base AS bot
 COPY --from=builder /app/.venv /app/.venv
 COPY --from=builder /app/pyproject.toml /app/uv.lock /app/
 COPY --from=builder /app/bot /app/bot
+COPY --from=catalogs /app/bot/locales /app/bot/locales
 COPY --from=builder /app/migrations /app/migrations
 USER 10001:10001
 EXPOSE 8080

@@ -28,8 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--user-id", type=int, default=1, help="your pretend Telegram id")
     chat.add_argument("--first-name", default=None, help="your first name (default: $USER)")
     chat.add_argument("--username", default=None)
+    chat.add_argument("--bot", default=None, help="play one bot of BOTS_DIR, with its own data")
     chat.add_argument(
-        "--bot", default=None, help="one bot of BOTS_DIR: its data, not the project's"
+        "--lang",
+        default=None,
+        metavar="CODE",
+        help="your Telegram app's language_code, e.g. de or pt-br (default: none)",
     )
     commands.add_parser("host", help="every bot of BOTS_DIR in one webhook server")
     commands.add_parser(
@@ -119,7 +123,13 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> None:
     from bot.console import run_console  # noqa: PLC0415
 
     first_name = args.first_name or getpass.getuser().capitalize() or "Developer"
-    user = User(id=args.user_id, is_bot=False, first_name=first_name, username=args.username)
+    user = User(
+        id=args.user_id,
+        is_bot=False,
+        first_name=first_name,
+        username=args.username,
+        language_code=args.lang,
+    )
     if args.bot is not None:
         from bot.bots_dir import read_bots_dir  # noqa: PLC0415
 

@@ -23,8 +23,10 @@ from bot.db.engine import create_engine
 from bot.db.schema import SchemaGate
 from bot.db.scope import DataScope
 from bot.db.tenants import bot_namespace, bot_scope
-from bot.handlers import common, failures, start
+from bot.handlers import common, failures, language, start
+from bot.i18n import load_i18n
 from bot.middlewares.dedup import DeduplicationMiddleware
+from bot.middlewares.locale import LocaleMiddleware
 from bot.middlewares.observer import HandlerNameMiddleware, UpdateObserverMiddleware
 from bot.middlewares.session import SessionMiddleware
 from bot.observability.tracing import start_tracing
@@ -115,10 +117,8 @@ def create_dispatcher(
     console numbers its updates from 1 on every run, and nothing redelivers them)."""
     # Services are workflow data: built once, and every handler of every update type can ask for
     # them by name (bot.middlewares.HandlerData lists the keys).
-    dp = Dispatcher(
-        name=settings.project_name,
-        user_service=UserService(dialect=resources.engine.dialect.name, cache=resources.cache),
-    )
+    user_service = UserService(dialect=resources.engine.dialect.name, cache=resources.cache)
+    dp = Dispatcher(name=settings.project_name, user_service=user_service)
     # Outer on update, in this order: the observer first, so every update (duplicates, unwanted
     # and failed ones included) gets its log context, metrics and canonical line; then dedup,
     # so a duplicate is skipped before any filter or handler runs.
@@ -131,16 +131,25 @@ def create_dispatcher(
         dp.update.outer_middleware(
             DeduplicationMiddleware(cache=resources.cache, deadline=settings.update_timeout_seconds)
         )
-    # Inner, so they run only after a handler matched (an unmatched update costs no session), and
-    # on every event type: a handler added for a new type gets the same data as the others. Not
-    # on `update` (that is the outer chain above) nor `error` (no handler of ours ran there).
-    inner = (HandlerNameMiddleware(), SessionMiddleware())
+    # Inner, so they run only after a handler matched (an unmatched update costs no session and
+    # no language lookup), and on every event type: a handler added for a new type gets the same
+    # data as the others. Not on `update` (that is the outer chain above). The locale comes
+    # before the session, which is then held only while the handler runs.
+    locale = LocaleMiddleware(load_i18n(), users=user_service)
+    inner = (HandlerNameMiddleware(), locale, SessionMiddleware())
     for name, observer in dp.observers.items():
         if name not in {"update", "error"}:
             for middleware in inner:
                 observer.middleware(middleware)
+    # Errors: only the locale (the apology is translated); no handler of ours ran there to name.
+    dp.errors.middleware(locale)
     # Order matters: the failures router first (it sees errors from all), the catch-all last.
-    dp.include_routers(failures.create_router(), start.create_router(), common.create_router())
+    dp.include_routers(
+        failures.create_router(),
+        start.create_router(),
+        language.create_router(),
+        common.create_router(),
+    )
     return dp
 
 

@@ -1,7 +1,8 @@
 """Console chat: you type as a Telegram user, the bot's replies print. No token, no network.
 
 The same dispatcher, middlewares, services and database as production; only the Bot's session
-(the HTTP seam) is replaced by one that prints what the bot sends.
+(the HTTP seam) is replaced by one that prints what the bot sends. Inline keyboards print as
+`[button]` rows; typing a button's text presses it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,23 @@ from typing import Any, TextIO
 
 from aiogram import Bot
 from aiogram.client.session.base import BaseSession
-from aiogram.methods import GetMe, SendMessage, TelegramMethod
+from aiogram.methods import (
+    AnswerCallbackQuery,
+    EditMessageText,
+    GetMe,
+    SendMessage,
+    TelegramMethod,
+)
 from aiogram.methods.base import TelegramType
-from aiogram.types import Chat, Message, MessageEntity, Update, User
+from aiogram.types import (
+    CallbackQuery,
+    Chat,
+    InlineKeyboardMarkup,
+    Message,
+    MessageEntity,
+    Update,
+    User,
+)
 
 from bot.app import assemble
 from bot.config import Settings
@@ -34,6 +49,9 @@ class ConsoleSession(BaseSession):
         super().__init__()
         self.out = out
         self._message_ids = itertools.count(1_000_000)
+        # The last keyboard's buttons (text -> callback data) and the message that carries it.
+        self.buttons: dict[str, str] = {}
+        self.last_message: Message | None = None
 
     async def make_request(
         self,
@@ -43,18 +61,31 @@ class ConsoleSession(BaseSession):
     ) -> TelegramType:
         if isinstance(method, GetMe):
             return BOT_USER  # type: ignore[return-value]
-        if isinstance(method, SendMessage):
-            print(f"bot> {method.text}", file=self.out, flush=True)
-            chat = Chat(id=int(method.chat_id), type="private")
-            return Message(  # type: ignore[return-value]
-                message_id=next(self._message_ids),
+        if isinstance(method, SendMessage | EditMessageText):
+            self._print(method.text, method.reply_markup)
+            edited = method.message_id if isinstance(method, EditMessageText) else None
+            self.last_message = Message(
+                message_id=edited or next(self._message_ids),
                 date=datetime.now(UTC),
-                chat=chat,
+                chat=Chat(id=int(method.chat_id or 0), type="private"),
                 from_user=BOT_USER,
                 text=method.text,
             )
+            return self.last_message  # type: ignore[return-value]
+        if isinstance(method, AnswerCallbackQuery):
+            if method.text:
+                print(f"bot> ({method.text})", file=self.out, flush=True)
+            return True  # type: ignore[return-value]
         msg = f"the console chat does not emulate {type(method).__name__}"
         raise NotImplementedError(msg)
+
+    def _print(self, text: str, markup: object) -> None:
+        print(f"bot> {text}", file=self.out, flush=True)
+        self.buttons = {}
+        if isinstance(markup, InlineKeyboardMarkup):
+            for row in markup.inline_keyboard:
+                self.buttons.update({b.text: b.callback_data or "" for b in row})
+                print("bot> " + " ".join(f"[{b.text}]" for b in row), file=self.out, flush=True)
 
     async def stream_content(
         self,
@@ -88,6 +119,13 @@ def console_update(update_id: int, text: str, user: User) -> Update:
     return Update(update_id=update_id, message=message)
 
 
+def button_press(update_id: int, data: str, user: User, message: Message | None) -> Update:
+    query = CallbackQuery(
+        id=str(update_id), from_user=user, chat_instance=str(user.id), data=data, message=message
+    )
+    return Update(update_id=update_id, callback_query=query)
+
+
 async def run_console(
     settings: Settings,
     *,
@@ -97,7 +135,8 @@ async def run_console(
     stdout: TextIO = sys.stdout,
 ) -> None:
     interactive = stdin.isatty()
-    bot = Bot(token=CONSOLE_TOKEN, session=ConsoleSession(stdout))
+    session = ConsoleSession(stdout)
+    bot = Bot(token=CONSOLE_TOKEN, session=session)
     async with assemble(settings, bot=bot, bot_name=bot_name, deduplicate=False) as app:
         app.schema.require_open()  # nobody migrates PostgreSQL while we wait: say so and stop
         settle_heap()
@@ -110,6 +149,10 @@ async def run_console(
             line = await loop.run_in_executor(None, stdin.readline)
             if not line:
                 break
-            if text := line.strip():
+            text = line.strip()
+            if (button := text.strip("[]")) in session.buttons:
+                press = button_press(update_id, session.buttons[button], user, session.last_message)
+                await app.dp.feed_update(bot, press, tenant=app.tenant)
+            elif text:
                 update = console_update(update_id, text, user)
                 await app.dp.feed_update(bot, update, tenant=app.tenant)

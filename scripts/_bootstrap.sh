@@ -19,3 +19,12 @@ if command -v npm >/dev/null 2>&1 \
     || [ tools/package-lock.json -nt tools/node_modules/.package-lock.json ]; }; then
   npm ci --prefix tools --ignore-scripts --no-audit --no-fund --loglevel=error
 fi
+# The bot's translations: .mo files compiled from the committed .po sources (never committed
+# themselves), again whenever a .po is newer than its .mo.
+for po in bot/locales/*/LC_MESSAGES/messages.po; do
+  [ -f "$po" ] || continue  # the glob matched nothing
+  if [ ! -f "${po%.po}.mo" ] || [ "$po" -nt "${po%.po}.mo" ]; then
+    pybabel -q compile --directory=bot/locales --domain=messages
+    break
+  fi
+done

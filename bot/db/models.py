@@ -57,6 +57,8 @@ class User(Base):
     first_name: Mapped[str] = mapped_column(String)
     last_name: Mapped[str | None] = mapped_column(String)
     language_code: Mapped[str | None] = mapped_column(String)
+    # The user's own pick on /language; None: follow Telegram's language_code.
+    chosen_language: Mapped[str | None] = mapped_column(String)
     is_premium: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

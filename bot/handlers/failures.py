@@ -9,7 +9,9 @@ from aiogram import Router
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import ErrorEvent
+from aiogram.utils.i18n import gettext as _
 
+from bot.middlewares.locale import LANGUAGE_FROM_CACHE
 from bot.retry_policy import is_retryable
 
 log = structlog.get_logger(__name__)
@@ -30,7 +32,9 @@ async def error_handler(event: ErrorEvent) -> Any:
     message = event.update.message or event.update.edited_message
     if message is not None and message.chat.type == "private":
         try:
-            await message.answer("Sorry, something went wrong on my side. Please try again later.")
+            await message.answer(
+                _("Sorry, something went wrong on my side. Please try again later.")
+            )
         except Exception as exc:  # the apology is best effort; the error is already logged
             log.warning("apology_failed", error=type(exc).__name__)
     return True
@@ -38,5 +42,6 @@ async def error_handler(event: ErrorEvent) -> Any:
 
 def create_router() -> Router:
     router = Router(name=__name__)
-    router.errors.register(error_handler)
+    # In the user's language as far as the cache knows it: the database may be what failed.
+    router.errors.register(error_handler, flags={LANGUAGE_FROM_CACHE: True})
     return router

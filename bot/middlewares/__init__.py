@@ -9,10 +9,11 @@ from aiogram.dispatcher.middlewares.data import MiddlewareData
 from aiogram.types import TelegramObject
 
 if TYPE_CHECKING:
+    from aiogram.utils.i18n import I18n
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from bot.middlewares.observer import UpdateInfo
-    from bot.services.users import UserService
+    from bot.services.users import CachedUser, UserService
     from bot.tenant import Tenant
 
 # What aiogram hands a middleware as `handler`: the rest of the chain.
@@ -34,3 +35,8 @@ class HandlerData(MiddlewareData, total=False):
     """The update's unit of work; opened only for a handler that names it (SessionMiddleware)."""
     update_info: UpdateInfo
     """Handler name and duplicate flag, shared by the observer's middlewares."""
+    i18n: I18n
+    """The catalogs; its current locale is the update's (LocaleMiddleware)."""
+    cached_user: CachedUser | None
+    """The sender's cache entry as LocaleMiddleware read it (None: not cached); absent when the
+    update has no sender."""

@@ -108,6 +108,22 @@ def test_builder_installs_locked_dependencies_and_compiles() -> None:
         assert any(path in c for c in copies), path
 
 
+def test_images_ship_catalogs_compiled_from_the_sources_without_babel() -> None:
+    stages = dockerfile_stages()
+    catalogs = "\n".join(a for i, a in stages["catalogs"] if i == "RUN")
+    assert "uv sync --locked --only-group i18n" in catalogs
+    assert "pybabel compile --directory=bot/locales --domain=messages" in catalogs
+    for stage in ("bot", "dev"):
+        copies = [a for i, a in stages[stage] if i == "COPY"]
+        assert "--from=catalogs /app/bot/locales /app/bot/locales" in copies, stage
+        # Babel stays in the catalogs stage: the final venv comes from a stage without it.
+        venv = next(c for c in copies if c.endswith(" /app/.venv"))
+        assert "--from=catalogs" not in venv
+        assert not any("--group i18n" in a for i, a in stages[venv.split()[0][7:]] if i == "RUN")
+    # A checkout's own (possibly stale) .mo files never reach the image.
+    assert "**/*.mo" in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+
+
 def test_dockerignore_sends_only_what_the_image_needs() -> None:
     lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
     assert lines.count("*") == 1

@@ -59,6 +59,33 @@ def test_console_chat_needs_no_token_and_no_network(tmp_path: Path) -> None:
     assert (tmp_path / "cli.db").exists()
 
 
+def test_console_chat_plays_a_user_with_a_language_and_presses_buttons(tmp_path: Path) -> None:
+    talk = "/start\n/language\nEspañol\n/help\n"
+    result = run_bot(tmp_path, "chat", "--lang", "pt-br", "--first-name", "*Rui*", stdin=talk)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("bot> ")]
+    # pt-br: no Portuguese catalog, so English; then Spanish, picked on the keyboard.
+    assert lines[0] == "bot> Hello, *Rui*! Nice to meet you. Send me anything, or /help."
+    assert lines[1:5] == [
+        "bot> Which language should I speak?",
+        "bot> [Deutsch] [✓ English]",
+        "bot> [Español] [Русский]",
+        "bot> [Українська]",
+    ]
+    assert lines[5] == "bot> Listo: a partir de ahora te hablo en español."
+    assert lines[6] == "bot> Soy hello-bot. Estos son los comandos que conozco:"
+
+
+def test_console_chat_speaks_telegrams_language(tmp_path: Path) -> None:
+    result = run_bot(tmp_path, "chat", "--lang", "de", "--first-name", "Eva", stdin="/start\nhi\n")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("bot> ")]
+    assert lines[0] == (
+        "bot> Hallo, Eva! Schön, dich kennenzulernen. Schreib mir einfach etwas oder schick /help."
+    )
+    assert lines[1] == "bot> Ich bin hello-bot. Diese Befehle kenne ich:"
+
+
 def test_console_chat_remembers_across_runs_with_the_default_database(tmp_path: Path) -> None:
     env = {"DATABASE_URL": ""}  # unset: falls back to ./hello-bot.db in the working directory
     run = lambda: run_bot(tmp_path, "chat", stdin="/start\n", **env)  # noqa: E731
@@ -235,7 +262,7 @@ async def test_polling_serves_updates_and_stops_cleanly_on_sigterm(
     assert texts[0].startswith("Hello, Poll!")
     assert texts[1].startswith("I am hello-bot.")
     allowed = fake_telegram.calls_to("getUpdates")[0].params["allowed_updates"]
-    assert set(allowed) == {"message", "edited_message"}
+    assert set(allowed) == {"message", "edited_message", "callback_query"}
     assert TEST_TOKEN not in stderr.decode()
 
 

@@ -81,7 +81,11 @@ async def test_serve_registers_the_webhook_and_answers_updates(
     [register] = await fake_telegram.wait_for("setWebhook")
     assert register.params["url"] == "https://bot.example.com/webhook"
     assert register.params["secret_token"] == TEST_SECRET
-    assert set(register.params["allowed_updates"]) == {"message", "edited_message"}
+    assert set(register.params["allowed_updates"]) == {
+        "message",
+        "edited_message",
+        "callback_query",  # /language's keyboard
+    }
     assert int(register.params["max_connections"]) == 17
 
     assert await post(bot.url, start_update(user(uid(), "Srv"))) == 200

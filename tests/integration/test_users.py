@@ -15,7 +15,7 @@ from sqlalchemy import Insert, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from bot.services.users import UserProfile, UserService
+from bot.services.users import CACHE_NAMESPACE, CachedUser, UserProfile, UserService
 from bot.tenant import Tenant
 from tests.integration.conftest import Harness
 from tests.support.updates import message_update, start_update, user
@@ -59,19 +59,19 @@ async def test_changed_profile_writes_once_and_refreshes_the_cache(harness: Harn
         assert await register(harness, changed) is False
         assert await register(harness, changed) is False
     assert len(writes) == 1
-    cached = await harness.resources.cache.get(harness.app.tenant.key("user", uid))
+    cached = await harness.resources.cache.get(harness.app.tenant.key(CACHE_NAMESPACE, uid))
     assert cached is not None
-    assert UserProfile.model_validate_json(cached) == changed
+    assert CachedUser.model_validate_json(cached) == CachedUser(profile=changed)
 
 
 async def test_corrupt_cache_entry_is_ignored_and_replaced(harness: Harness) -> None:
     uid = random.randint(10**9, 2 * 10**9)
-    key = harness.app.tenant.key("user", uid)
+    key = harness.app.tenant.key(CACHE_NAMESPACE, uid)
     await harness.resources.cache.set(key, "{not json", 60)
     assert await register(harness, UserProfile(telegram_id=uid, first_name="C")) is True
     cached = await harness.resources.cache.get(key)
     assert cached is not None
-    assert UserProfile.model_validate_json(cached).first_name == "C"
+    assert CachedUser.model_validate_json(cached).profile.first_name == "C"
 
 
 async def test_fifty_concurrent_first_starts_create_one_row(harness: Harness) -> None:
@@ -103,7 +103,8 @@ async def test_registration_is_stored_before_it_is_cached_or_announced(
     with pytest.raises(OperationalError):
         await harness.feed(start_update(user(uid, "Late")))
     assert harness.telegram.calls_to("sendMessage") == []  # nothing announced
-    assert await harness.resources.cache.get(harness.app.tenant.key("user", uid)) is None
+    key = harness.app.tenant.key(CACHE_NAMESPACE, uid)
+    assert await harness.resources.cache.get(key) is None
     monkeypatch.undo()
     await harness.feed(start_update(user(uid, "Late")))  # Telegram's redelivery
     assert harness.telegram.sent_texts() == [
@@ -131,5 +132,5 @@ async def test_registration_survives_a_handler_that_fails_after_it(harness: Harn
     await harness.feed(message_update(user(uid, "Kept"), "/fail-after-register"))
     assert len(rollbacks) == 1  # the update's transaction did roll back
     assert await harness.count_users(uid) == 1
-    cached = await harness.resources.cache.get(harness.app.tenant.key("user", uid))
+    cached = await harness.resources.cache.get(harness.app.tenant.key(CACHE_NAMESPACE, uid))
     assert cached is not None

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.db.migrations import upgrade_to_head
+from bot.db.schema import SCHEMA_REVISION
 from bot.lifecycle import ServerState
 from bot.web import create_app
 from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
@@ -258,7 +259,11 @@ async def test_below_the_migration_head_nothing_is_processed_until_migrated(
     hook = await serve(await make_harness(database_url=url, webhook_secret=TEST_SECRET))
     status, body = await hook.get("/readyz")
     assert status == 503
-    assert body["checks"]["schema"] == {"status": "behind", "current": None, "head": "0001"}
+    assert body["checks"]["schema"] == {
+        "status": "behind",
+        "current": None,
+        "head": SCHEMA_REVISION,
+    }
     who = uid()
     update = start_update(user(who, "Early"))
     # Answered 503 without processing, so Telegram redelivers it after the migration.

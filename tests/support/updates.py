@@ -50,3 +50,13 @@ def message_update(
 
 def start_update(from_user: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     return message_update(from_user, "/start", **kwargs)
+
+
+def callback_update(
+    from_user: dict[str, Any], data: str, *, message: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A press on an inline keyboard button of `message` (by default one the bot sent)."""
+    if message is None:
+        message = message_update(from_user, "pick one")["message"]
+    query = {"id": str(next(_ids)), "from": from_user, "chat_instance": "1", "data": data}
+    return {"update_id": next(_ids), "callback_query": {**query, "message": message}}

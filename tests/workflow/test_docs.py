@@ -29,6 +29,7 @@ DOCS = {
         "skaffold dev",
         "Adding a handler",
         "Adding a migration",
+        "Adding a string or a language",
         "watchfiles",
     ],
     "docs/reference.md": [
