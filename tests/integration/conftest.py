@@ -18,7 +18,8 @@ from bot.app import BotApp, Resources, assemble
 from bot.config import Settings
 from bot.db.models import User
 from bot.db.tenants import role_name
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
+from tests.support.bot_process import BotProcess
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.servers import ThrowawayPostgres, ThrowawayRedis
 
@@ -117,6 +118,41 @@ async def host_database(make_pg_database: Callable[[], str]) -> AsyncIterator[st
             await connection.commit()
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+async def make_bot_process(
+    fake_telegram: FakeTelegram,
+    pg_migrated_url: str,
+    project_name: str,
+    redis_cleanup: None,
+    tmp_path: Path,
+) -> AsyncIterator[Callable[..., BotProcess]]:
+    """`python -m bot serve` child processes against the fake Bot API, the run's migrated
+    database and Redis; extra settings as keyword arguments; stopped after the test."""
+    processes: list[BotProcess] = []
+
+    def make(**env: str) -> BotProcess:
+        process = BotProcess(
+            {
+                "BOT_TOKEN": TEST_TOKEN,
+                "WEBHOOK_SECRET": TEST_SECRET,
+                "TELEGRAM_API_URL": fake_telegram.url,
+                "DATABASE_URL": pg_migrated_url,
+                "REDIS_URL": REDIS_URL,
+                "PROJECT_NAME": project_name,
+                "LOG_FORMAT": "json",
+                "TELEGRAM_CHAT_RATE_LIMIT": "0",
+                **env,
+            },
+            cwd=tmp_path,
+        )
+        processes.append(process)
+        return process
+
+    yield make
+    for process in processes:
+        await process.stop()
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.chart.helpers import CHART_DIR, FULLNAME, NAMESPACE
-from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
+from tests.conftest import TEST_SECRET
 from tests.support.bot_process import BotProcess
 from tests.support.fake_telegram import FakeTelegram, Scripted
 from tests.support.prometheus_server import PrometheusServer
@@ -41,31 +41,12 @@ def _panel_queries() -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-async def serve(
-    fake_telegram: FakeTelegram,
-    pg_migrated_url: str,
-    project_name: str,
-    redis_cleanup: None,
-    tmp_path: Path,
-) -> AsyncIterator[BotProcess]:
-    bot = BotProcess(
-        {
-            "BOT_TOKEN": TEST_TOKEN,
-            "WEBHOOK_SECRET": TEST_SECRET,
-            "WEBHOOK_URL": "https://bot.example.com",
-            "WEBHOOK_INFO_INTERVAL_SECONDS": "0.5",
-            "TELEGRAM_API_URL": fake_telegram.url,
-            "DATABASE_URL": pg_migrated_url,
-            "REDIS_URL": REDIS_URL,
-            "PROJECT_NAME": project_name,
-            "LOG_FORMAT": "json",
-            "TELEGRAM_CHAT_RATE_LIMIT": "0",
-        },
-        cwd=tmp_path,
+async def serve(make_bot_process: Callable[..., BotProcess]) -> BotProcess:
+    bot = make_bot_process(
+        WEBHOOK_URL="https://bot.example.com", WEBHOOK_INFO_INTERVAL_SECONDS="0.5"
     )
     await bot.start()
-    yield bot
-    await bot.stop()
+    return bot
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from bot.handlers.common import HELP_TEXT
 from tests.conftest import TEST_TOKEN
 from tests.integration.conftest import Harness
-from tests.support.updates import message_update, start_update, user
+from tests.support.updates import STICKER, message_update, start_update, user
 
 
 def new_user_id() -> int:
@@ -102,15 +102,7 @@ async def test_changed_profile_updates_the_row(harness: Harness) -> None:
             lambda u: message_update(
                 u,
                 None,
-                sticker={
-                    "file_id": "s",
-                    "file_unique_id": "s",
-                    "type": "regular",
-                    "width": 512,
-                    "height": 512,
-                    "is_animated": False,
-                    "is_video": False,
-                },
+                sticker=STICKER,
             ),
             id="sticker",
         ),

@@ -19,7 +19,7 @@ from bot.handlers.common import HELP_TEXT
 from bot.i18n import load_i18n
 from bot.services.users import CACHE_NAMESPACE
 from tests.integration.conftest import Harness
-from tests.support.updates import callback_update, message_update, start_update, user
+from tests.support.updates import STICKER, callback_update, message_update, start_update, user
 
 # The greetings as a speaker of each language should read them; {name} is the user's name.
 GREETINGS = {
@@ -47,15 +47,6 @@ HELP_FIRST_LINES = {
     "uk": "Я hello-bot. Ось які команди я знаю:",
     "de": "Ich bin hello-bot. Diese Befehle kenne ich:",
     "es": "Soy hello-bot. Estos son los comandos que conozco:",
-}
-STICKER = {
-    "file_id": "s",
-    "file_unique_id": "s",
-    "type": "regular",
-    "width": 512,
-    "height": 512,
-    "is_animated": False,
-    "is_video": False,
 }
 # Markup characters, an emoji outside the BMP and a right-to-left mark: all must arrive as typed.
 TRICKY_NAME = '<b>Zoë</b> & "co" 🎉\u200f'

@@ -8,51 +8,16 @@ import io
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import pytest
 
-from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
+from tests.conftest import TEST_SECRET, TEST_TOKEN
 from tests.support.bot_process import BotProcess
 from tests.support.fake_telegram import FakeTelegram, Scripted
 from tests.support.servers import free_port
 from tests.support.updates import message_update, start_update, user
-
-
-@pytest.fixture
-async def make_bot_process(
-    fake_telegram: FakeTelegram,
-    pg_migrated_url: str,
-    project_name: str,
-    redis_cleanup: None,
-    tmp_path: Path,
-) -> AsyncIterator[Callable[..., BotProcess]]:
-    processes: list[BotProcess] = []
-
-    def make(**env: str) -> BotProcess:
-        process = BotProcess(
-            {
-                "BOT_TOKEN": TEST_TOKEN,
-                "WEBHOOK_SECRET": TEST_SECRET,
-                "TELEGRAM_API_URL": fake_telegram.url,
-                "DATABASE_URL": pg_migrated_url,
-                "REDIS_URL": REDIS_URL,
-                "PROJECT_NAME": project_name,
-                "LOG_FORMAT": "json",
-                "TELEGRAM_CHAT_RATE_LIMIT": "0",
-                **env,
-            },
-            cwd=tmp_path,
-        )
-        processes.append(process)
-        return process
-
-    yield make
-    for process in processes:
-        await process.stop()
 
 
 async def post(

@@ -60,3 +60,14 @@ def callback_update(
         message = message_update(from_user, "pick one")["message"]
     query = {"id": str(next(_ids)), "from": from_user, "chat_instance": "1", "data": data}
     return {"update_id": next(_ids), "callback_query": {**query, "message": message}}
+
+
+STICKER: dict[str, Any] = {
+    "file_id": "s",
+    "file_unique_id": "s",
+    "type": "regular",
+    "width": 512,
+    "height": 512,
+    "is_animated": False,
+    "is_video": False,
+}
