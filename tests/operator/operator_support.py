@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import aiohttp.web
 import attrs
+import jsonpatch
 import kmock
 import kopf
 import pytest
@@ -30,7 +31,9 @@ class StampingEmulator(kmock.KubernetesEmulator):
 
     kmock 0.8 does not stamp uid, resourceVersion, generation, creationTimestamp or the namespace
     from the URL, and ignores generateName (kopf names its Events that way); this subclass fills
-    those in before storing.
+    those in before storing. It also answers a JSON patch whose `test` op fails (kopf's optimistic
+    lock on resourceVersion) with 422 as the API server does, not kmock's 500: kopf drops a 422'd
+    patch and retries on the next cycle, but retries a 500 with the same stale test for ~30 s.
     """
 
     _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
@@ -41,7 +44,10 @@ class StampingEmulator(kmock.KubernetesEmulator):
                 self._stamp_create(request.data, request.namespace)
             elif request.action == kmock.action.UPDATE and request.name is not None:
                 self._stamp_update(request)
-        return await super()._handle(request)
+        try:
+            return await super()._handle(request)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
 
     def _stamp_create(self, data: dict[str, Any], namespace: str | None) -> None:
         meta = data.setdefault("metadata", {})

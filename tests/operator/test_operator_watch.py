@@ -134,6 +134,27 @@ async def test_the_api_server_filters_the_watches(emulator: StampingEmulator) ->
     }
 
 
+async def test_a_stale_json_patch_is_refused_as_the_api_server_does(cluster: Cluster) -> None:
+    """422, not 500: kopf then drops its finalizer patch for the next cycle instead of retrying it.
+
+    A timer and the handlers both patch a new TelegramBot with `test resourceVersion`; with a 500
+    kopf retried the stale patch for longer than the tests wait (a CI failure on 2026-11-27).
+    """
+    created = await cluster.create(BOTS, "telegrambots", bot_manifest("stale"))
+    version = created["metadata"]["resourceVersion"]
+    await cluster.patch(BOTS, "telegrambots", "stale", {"metadata": {"labels": {"a": "b"}}})
+    stale = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": version},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["hello-bot.dev/operator"]},
+    ]
+    headers = {"Content-Type": "application/json-patch+json"}
+    url = cluster.path(BOTS, "telegrambots", "stale")
+    async with cluster.session.patch(url, json=stale, headers=headers) as response:
+        assert response.status == 422, await response.text()
+    bot = await cluster.bot("stale")
+    assert bot is not None and "finalizers" not in bot["metadata"]
+
+
 # --- the decisions behind the handlers, without an operator --------------------------------
 
 
