@@ -6,12 +6,15 @@ import io
 import json
 import random
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
 import structlog
 from aiohttp.test_utils import TestServer
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -120,6 +123,45 @@ async def test_new_user_start_is_one_trace_with_db_cache_and_bot_api_children(
     assert "GET" in commands and "SET" in commands, commands
     [send] = bot_api_calls(children)
     assert _url(send).endswith("/bot[REDACTED]/sendMessage")
+
+
+@pytest.mark.usefixtures("redis_cleanup")
+@pytest.mark.parametrize("sampled", [False, True])
+async def test_an_unsampled_update_starts_no_db_cache_or_bot_api_span(
+    make_harness: MakeHarness,
+    exporter: InMemorySpanExporter,
+    pg_migrated_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    sampled: bool,
+) -> None:
+    """Nine updates in ten at ratio 0.1: their calls build no span at all, recorded or not.
+
+    Counted where every tracer starts its spans (the SDK's `Tracer.start_span`), since an
+    unrecorded span never reaches an exporter; the sampled case shows the count sees them.
+    """
+    sampler = "parentbased_always_on" if sampled else "parentbased_always_off"
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    started: list[str] = []
+    start_span = SdkTracer.start_span
+
+    def counting(self: SdkTracer, name: str, *args: Any, **kwargs: Any) -> trace.Span:
+        started.append(name)
+        return start_span(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(SdkTracer, "start_span", counting)
+    traced = await make_harness(
+        span_exporter=exporter, database_url=pg_migrated_url, redis_url=REDIS_URL
+    )
+    started.clear()  # the start-up's own schema check
+    exporter.clear()
+    await traced.feed(start_update(user(uid(), "Quiet")))
+    assert traced.telegram.sent_texts(), "the update was answered"
+    if sampled:
+        assert len(started) > 3 and started[0] == "telegram.update", started
+        assert len(exporter.get_finished_spans()) == len(started)
+    else:
+        assert started == ["telegram.update"]
+        assert not exporter.get_finished_spans()
 
 
 async def test_warm_start_is_a_cache_hit_without_db_writes(
