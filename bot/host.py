@@ -23,6 +23,7 @@ from bot.config import Settings
 from bot.db.engine import create_engine
 from bot.db.schema import SchemaGate
 from bot.db.tenants import bot_namespace, bot_scope
+from bot.fair_share import FairShare
 from bot.lifecycle import ServerState, settle_heap, until_signalled
 from bot.observability.metrics import WEBHOOK_REQUESTS
 from bot.probes import create_probe_app, start_http
@@ -44,7 +45,6 @@ class HostedBot:
     status: str = "serving"
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     own_engine: bool = False
-    in_flight: int = 0
 
 
 class BotHost:
@@ -57,10 +57,9 @@ class BotHost:
         self.state = state
         self.bots: dict[int, HostedBot] = {}
         self.problems: dict[str, str] = {}
-        # Fairness: one bot's flood may hold at most half the database pool; the rest of its
-        # updates are answered 503 (Telegram redelivers them) while the other bots go on.
+        # A bot alone may hold half the database pool; next to other busy bots, its fair share.
         pool = self.settings.db_pool_size + self.settings.db_max_overflow
-        self.max_in_flight = max(2, pool // 2)
+        self.fair_share = FairShare(max(2, pool // 2))
 
     async def sync(self) -> None:
         snapshot = await asyncio.to_thread(read_bots_dir, self.settings.require_bots_dir())
@@ -137,6 +136,7 @@ class BotHost:
         # Its webhook stays registered: the file may have moved to another host, and Telegram
         # retries what this one answers 404 until the new home serves it.
         self.bots.pop(hosted.tenant.bot_id, None)
+        self.fair_share.forget(hosted.tenant.bot_id)
         for task in hosted.tasks:
             task.cancel()
         if hosted.own_engine:
@@ -184,15 +184,15 @@ class BotHost:
         if hosted is None:
             WEBHOOK_REQUESTS.labels("404").inc()
             return web.json_response({"error": "no such bot"}, status=404)
-        if hosted.in_flight >= self.max_in_flight:
+        bot_id = hosted.tenant.bot_id
+        if not self.fair_share.try_acquire(bot_id):
             WEBHOOK_REQUESTS.labels("503").inc()
             body = {"error": "too many updates in flight for this bot"}
             return web.json_response(body, status=503, headers={"Retry-After": "1"})
-        hosted.in_flight += 1
         try:
             return await hosted.webhook.handle(request)
         finally:
-            hosted.in_flight -= 1
+            self.fair_share.release(bot_id)
 
 
 def _bot_id(text: str) -> int:
