@@ -46,6 +46,8 @@ class Child:
 
     args: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    # Another checkout of the bot (benchmarks.webhook --against) runs from its own tree.
+    cwd: Path = ROOT
     process: subprocess.Popen[bytes] | None = None
     peak_rss: int = 0
     started_at: float = 0.0
@@ -57,8 +59,8 @@ class Child:
         self.started_at = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, *self.args],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **self.env},
+            cwd=self.cwd,
+            env={**os.environ, "PYTHONPATH": str(self.cwd), **self.env},
             stdout=subprocess.DEVNULL,
             # A file, not a pipe: an unread pipe fills up and blocks the child's logging.
             stderr=self._log,
