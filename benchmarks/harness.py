@@ -75,6 +75,12 @@ class Child:
                 self.peak_rss = max(self.peak_rss, proc.memory_info().rss)
                 await asyncio.sleep(0.02)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far: less noisy than wall time on a shared machine."""
+        assert self.process is not None
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
     def rss(self) -> int:
         """Resident set size now (bytes)."""
         assert self.process is not None

@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from aiohttp import web
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from prometheus_client.aiohttp import make_aiohttp_handler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -43,7 +44,9 @@ def create_probe_app(
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:
-        checks, ready = await readiness(resources, schema, state)
+        # A kubelet probe every few seconds is not a trace anybody wants.
+        with suppress_instrumentation():
+            checks, ready = await readiness(resources, schema, state)
         if bots is not None:
             checks["bots"] = bots()
         READY.set(1 if ready else 0)

@@ -69,6 +69,9 @@ class UpdateObserverMiddleware(BaseMiddleware):
         outcome = "error"
         with self.tracer.start_as_current_span(
             "telegram.update",
+            # The trace's root in every mode: an update consumed from Telegram's queue, pushed
+            # (webhook) or pulled (polling).
+            kind=trace.SpanKind.CONSUMER,
             attributes={
                 "telegram.bot": bot_name,
                 "telegram.update_id": event.update_id,

@@ -195,9 +195,10 @@ async def test_failing_handler_marks_the_update_span_as_error(
     assert root.attributes["telegram.outcome"] == "error"  # type: ignore[index]
 
 
-async def test_webhook_request_span_is_the_root_and_probes_are_not_traced(
+async def test_a_webhook_delivery_is_one_trace_rooted_at_the_update_and_probes_are_untraced(
     traced: Harness, exporter: InMemorySpanExporter
 ) -> None:
+    exporter.clear()  # the start-up's own schema check
     state = ServerState()
     app = create_app(traced.app, state=state)
     server = TestServer(app, host="127.0.0.1")
@@ -207,7 +208,6 @@ async def test_webhook_request_span_is_the_root_and_probes_are_not_traced(
             for path in ("/healthz", "/readyz", "/metrics"):
                 async with http.get(server.make_url(path)) as response:
                     assert response.status == 200
-            exporter.clear()
             headers = {"X-Telegram-Bot-Api-Secret-Token": TEST_SECRET}
             body = start_update(user(uid(), "Hook"))
             async with http.post(server.make_url("/webhook"), json=body, headers=headers) as r:
@@ -215,11 +215,12 @@ async def test_webhook_request_span_is_the_root_and_probes_are_not_traced(
     finally:
         await server.close()
     spans = exporter.get_finished_spans()
-    servers = [s for s in spans if s.kind == SpanKind.SERVER]
-    [request] = servers  # the webhook POST only: probe GETs are excluded
-    [root] = update_spans(spans)
-    assert root.parent is not None
-    assert root.parent.span_id == request.context.span_id
+    ours = [s for s in spans if not _url(s) or "/bot" in _url(s)]  # not the test's own requests
+    [root] = [s for s in ours if s.parent is None]  # probes and scrapes made no trace
+    assert root.name == "telegram.update"
+    assert root.kind == SpanKind.CONSUMER
+    assert {s.context.trace_id for s in ours} == {root.context.trace_id}
+    assert bot_api_calls(descendants(root, spans))
 
 
 async def test_no_span_or_attribute_contains_the_token(
