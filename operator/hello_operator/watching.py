@@ -104,7 +104,8 @@ def waits_for(bot: Mapping[str, Any], job: Mapping[str, Any], ref: Mapping[str, 
     migrated = conditions.find(status.get("conditions"), conditions.MIGRATED) or {}
     image = str(spec.get("image") or "")
     return (
-        meta.get("uid") == ref.get("uid")
+        children.runtime(spec) == "Dedicated"  # a Shared bot's Job is its own handler's to follow
+        and meta.get("uid") == ref.get("uid")
         and not meta.get("deletionTimestamp")
         and job["metadata"]["name"] == children.job_name(meta["name"], image)
         and status.get("migratedImage") != image
