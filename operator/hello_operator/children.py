@@ -57,7 +57,8 @@ def runtime(spec: Mapping[str, Any]) -> str:
 
 
 # What a host decides for all its bots; a bot that needs its own uses `runtime: Dedicated`.
-HOST_WIDE_FIELDS = ("env", "resources", "redis", "imagePullPolicy")
+# (resources and imagePullPolicy are the host's too, but the CRD defaults them: ignored.)
+HOST_WIDE_FIELDS = ("env", "redis")
 
 
 def validate_shared(spec: Mapping[str, Any]) -> list[str]:
