@@ -119,6 +119,8 @@ class FakeBotApi:
     calls: list[tuple[str, str]] = attrs.field(factory=list)
     webhook: dict[str, Any] = attrs.field(factory=lambda: {"url": "", "pending_update_count": 0})
     url: str = ""
+    # Every setWebhook call's parameters, in order.
+    set_webhooks: list[dict[str, Any]] = attrs.field(factory=list)
 
     async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         token, method = request.match_info["token"], request.match_info["method"]
@@ -133,6 +135,7 @@ class FakeBotApi:
         if method == "deleteWebhook":
             self.webhook = {"url": "", "pending_update_count": 0}
         elif method == "setWebhook":
+            self.set_webhooks.append(body)
             self.webhook = {"url": body["url"], "pending_update_count": 0}
         return aiohttp.web.json_response({"ok": True, "result": True})
 
