@@ -73,7 +73,11 @@ async def reconcile(
         telegram_api_url=clients.config.telegram_api_url,
         pod=clients.config.bot_pod,
     )
-    return await reconcile_dedicated(clients, owner, spec, status | {"host": ""}, retry)
+    if children.webhook_host(spec):
+        await apply_ingress(
+            clients, owner, spec, {children.webhook_path(spec): owner["metadata"]["name"]}
+        )
+    return outcome
 
 
 def migrated_fields(image: str, runtime: str) -> dict[str, Any]:
@@ -163,7 +167,8 @@ async def reconcile_shared(
     old_routes: dict[str, str] = {}
     if dedicated is not None:
         old_routes[children.webhook_path(spec)] = name
-    await apply_ingress(clients, owner, spec, {**old_routes, new_path: host})
+    # A new image's host gets the bot's path (the same URL) only once it is ready.
+    await apply_ingress(clients, owner, spec, {**old_routes, new_path: previous_host or host})
 
     ready = host_ready_condition(host, member.deployment)
     if not ready.status:
@@ -186,6 +191,7 @@ async def reconcile_shared(
             fields=serving | migrated_fields(image, "Shared"),
         )
     await point_webhook(clients, token, url, secret)
+    await apply_ingress(clients, owner, spec, {**old_routes, new_path: host})
 
     # Telegram now delivers to the host: the old target lets go.
     if dedicated is not None:

@@ -83,11 +83,12 @@ async def bots_secret(cluster: Cluster, host: str) -> dict[str, str]:
 
 
 async def keys_become(cluster: Cluster, host: str, keys: set[str]) -> dict[str, str]:
-    async def probe() -> dict[str, str] | None:
+    async def probe() -> list[dict[str, str]]:
         data = await bots_secret(cluster, host)
-        return data if set(data) == keys else None
+        return [data] if set(data) == keys else []  # a list: an empty Secret is a result too
 
-    return await eventually(probe, what=f"{host}'s bots Secret holding {sorted(keys)}")
+    (data,) = await eventually(probe, what=f"{host}'s bots Secret holding {sorted(keys)}")
+    return data
 
 
 async def start_shared(
@@ -234,3 +235,96 @@ async def test_bots_join_their_images_host_and_leave_it(cluster: Cluster) -> Non
     untouched = await cluster.get("apps/v1", "deployments", HOST_2) or {}
     assert untouched["metadata"]["resourceVersion"] == host_2["metadata"]["resourceVersion"]
     await keys_become(cluster, HOST_2, {"three.env"})
+
+
+@pytest.mark.usefixtures("hosting_operator")
+async def test_switching_runtimes_moves_the_webhook_only_once_the_new_target_is_ready(
+    cluster: Cluster, bot_api: FakeBotApi
+) -> None:
+    name, own_url = "mover", "https://mover.example.com/webhook"
+    host_url = f"{own_url}/{BOT_ID}"
+    await create_token_secret(cluster, name)
+    await cluster.create(
+        BOTS, "telegrambots", bot_manifest(name, webhook={"host": "mover.example.com"})
+    )
+    await JobController(cluster).succeed(children.job_name(name, IMAGE_1))
+    await DeploymentController(cluster).report(name)
+    await served_by(cluster, name, None)
+    bot_api.webhook = {"url": own_url, "pending_update_count": 0}  # as `serve` registered it
+
+    # Dedicated -> Shared: the bot's own Deployment serves until Telegram uses the host.
+    await cluster.patch(BOTS, "telegrambots", name, {"spec": {"runtime": "Shared"}})
+    await keys_become(cluster, HOST_1, {"mover.env"})
+    await JobController(cluster).succeed(host_children.job_name(name, IMAGE_1))
+    await wait_condition(cluster, name, "Ready", "HostNotReady", generation=2)
+    ingress = await cluster.get("networking.k8s.io/v1", "ingresses", name)
+    assert ingress_routes(ingress) == {"/webhook": name, f"/webhook/{BOT_ID}": HOST_1}
+    assert await cluster.get("apps/v1", "deployments", name) is not None
+    assert bot_api.set_webhooks == []
+
+    await DeploymentController(cluster).report(HOST_1)
+    await served_by(cluster, name, HOST_1)
+    assert [call["url"] for call in bot_api.set_webhooks] == [host_url]
+    await gone(cluster, "apps/v1", "deployments", name)
+    await gone(cluster, "v1", "services", name)
+    ingress = await cluster.get("networking.k8s.io/v1", "ingresses", name)
+    assert ingress_routes(ingress) == {f"/webhook/{BOT_ID}": HOST_1}
+
+    # Shared -> Dedicated: the host keeps the bot until its own Deployment is ready.
+    await cluster.patch(BOTS, "telegrambots", name, {"spec": {"runtime": "Dedicated"}})
+    await wait_condition(cluster, name, "Ready", "DeploymentNotReady", generation=3)
+    assert (await cluster.bot(name) or {})["status"]["host"] == HOST_1
+    assert set(await bots_secret(cluster, HOST_1)) == {"mover.env"}
+    ingress = await cluster.get("networking.k8s.io/v1", "ingresses", name)
+    assert ingress_routes(ingress) == {"/webhook": name, f"/webhook/{BOT_ID}": HOST_1}
+    assert [call["url"] for call in bot_api.set_webhooks] == [host_url]
+
+    await DeploymentController(cluster).report(name)
+    bot = await served_by(cluster, name, None)
+    assert condition(bot, "Ready")["reason"] == "DeploymentAvailable"
+    assert [call["url"] for call in bot_api.set_webhooks] == [host_url, own_url]
+    await keys_become(cluster, HOST_1, set())
+    await gone(cluster, "apps/v1", "deployments", HOST_1)  # its last bot left
+    ingress = await cluster.get("networking.k8s.io/v1", "ingresses", name)
+    assert ingress_routes(ingress) == {"/webhook": name}
+
+
+@pytest.mark.usefixtures("hosting_operator")
+async def test_new_image_moves_a_shared_bot_to_that_images_host(
+    cluster: Cluster, bot_api: FakeBotApi
+) -> None:
+    await start_shared(cluster, "upgrader")
+    await served_by(cluster, "upgrader", HOST_1)
+
+    await cluster.patch(BOTS, "telegrambots", "upgrader", {"spec": {"image": IMAGE_2}})
+    await keys_become(cluster, HOST_2, {"upgrader.env"})
+    await JobController(cluster).succeed(host_children.job_name("upgrader", IMAGE_2))
+    await wait_condition(cluster, "upgrader", "Ready", "HostNotReady", generation=2)
+    # The old host keeps the bot and its route until the new one is ready.
+    assert set(await bots_secret(cluster, HOST_1)) == {"upgrader.env"}
+    ingress = await cluster.get("networking.k8s.io/v1", "ingresses", "upgrader")
+    assert ingress_routes(ingress) == {f"/webhook/{BOT_ID}": HOST_1}
+
+    await DeploymentController(cluster).report(HOST_2)
+    bot = await served_by(cluster, "upgrader", HOST_2)
+    assert bot["status"]["migratedImage"] == IMAGE_2
+    ingress = await cluster.get("networking.k8s.io/v1", "ingresses", "upgrader")
+    assert ingress_routes(ingress) == {f"/webhook/{BOT_ID}": HOST_2}
+    await gone(cluster, "apps/v1", "deployments", HOST_1)
+    # The URL is the same: Telegram needed telling once, when the bot first joined a host.
+    assert len(bot_api.set_webhooks) == 1
+
+
+async def test_webhook_waits_for_the_host_to_read_the_bots_file(
+    kubeconfig: Path,
+    bot_api: FakeBotApi,
+    pg_cleanup: None,
+    monkeypatch: pytest.MonkeyPatch,
+    cluster: Cluster,
+) -> None:
+    """The kubelet refreshes a mounted Secret only at its next sync: HOST_PICKUP_SECONDS."""
+    async with operator(monkeypatch, kubeconfig, bot_api, "3600"):
+        await start_shared(cluster, "patient")
+        bot = await wait_condition(cluster, "patient", "Ready", "HostLoadingBot")
+    assert bot["status"]["phase"] == "Deploying"
+    assert "setWebhook" not in bot_api.methods()
