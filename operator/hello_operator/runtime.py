@@ -101,7 +101,7 @@ async def point_webhook(clients: Clients, token: str, url: str, secret: str) -> 
         await clients.telegram.set_webhook(token, url=url, secret_token=secret)
     except TelegramError as exc:
         raise Blocked(
-            "WebhookNotSet", str(exc), retry_after=clients.config.blocked_retry_seconds
+            "SetWebhookFailed", str(exc), retry_after=clients.config.blocked_retry_seconds
         ) from None
 
 

@@ -1,0 +1,181 @@
+"""A bot host's manifests, its sizing, the Shared spec rules and a Shared bot's data: units."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import kubernetes_validate
+import pytest
+from hello_operator import children, database, host_children
+from hello_operator.pod_shape import load_bot_pod
+from operator_support import PG_ADMIN_URL
+
+from bot.db import tenants
+
+API = "http://127.0.0.1:9/bot-api"
+POD = load_bot_pod()
+IMAGE = "registry.example/hello-bot:1.0.0"
+HOST = host_children.host_name(IMAGE)
+
+
+def shared(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "runtime": "Shared",
+        "image": IMAGE,
+        "token": {"secretName": "bot-token"},
+        "webhook": {"host": "bot.example.com"},
+    }
+    return base | overrides
+
+
+def in_namespace(manifest: dict[str, Any]) -> dict[str, Any]:
+    manifest["metadata"]["namespace"] = "bots"
+    return manifest
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        in_namespace(host_children.render_deployment(HOST, IMAGE, 3, API, POD)),
+        in_namespace(host_children.render_service(HOST)),
+        in_namespace(host_children.render_job("echo", IMAGE, HOST, API, POD)),
+        in_namespace(children.render_ingress("echo", shared(), {"/webhook/1": HOST})),
+    ],
+    ids=["deployment", "service", "job", "ingress"],
+)
+def test_host_children_match_kubernetes_schemas(manifest: dict[str, Any]) -> None:
+    kubernetes_validate.validate(manifest, "1.33.0", strict=True)
+
+
+def test_host_runs_every_bot_of_its_secret_without_a_webhook_url() -> None:
+    deployment = host_children.render_deployment(HOST, IMAGE, 3, API, POD)
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert container["args"] == ["host"]
+    assert env["BOTS_DIR"]["value"] == "/bots"
+    assert env["WEBHOOK_PATH"]["value"] == "/webhook"
+    assert "WEBHOOK_URL" not in env  # the operator registers each bot's own URL
+    assert "BOT_TOKEN" not in env
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "hello-bot-hosts-database"
+    (bots,) = [v for v in pod["volumes"] if v["name"] == "bots"]
+    # The whole Secret, not a subPath or items: the kubelet then updates the files in place.
+    assert bots["secret"] == {"secretName": f"{HOST}-bots", "defaultMode": 0o440}
+    assert {"name": "bots", "mountPath": "/bots", "readOnly": True} in container["volumeMounts"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+@pytest.mark.parametrize(
+    ("members", "request_mib", "limit_mib"),
+    [(1, 217, 281), (25, 217, 281), (26, 242, 306), (100, 292, 356)],
+)
+def test_host_memory_grows_per_bot_in_steps(members: int, request_mib: int, limit_mib: int) -> None:
+    resources = host_children.host_resources(POD.resources, members)
+    assert resources["requests"]["memory"] == f"{request_mib}Mi"
+    assert resources["limits"]["memory"] == f"{limit_mib}Mi"
+    assert resources["limits"]["cpu"] == POD.resources["limits"]["cpu"]
+
+
+def test_memory_quantities() -> None:
+    assert host_children.memory_mib("256Mi") == 256
+    assert host_children.memory_mib("1Gi") == 1024
+    assert host_children.memory_mib("1048576") == 1
+    with pytest.raises(ValueError, match="unsupported"):
+        host_children.memory_mib("1Ti")
+
+
+def test_host_follows_the_image() -> None:
+    assert host_children.host_name(IMAGE) != host_children.host_name(IMAGE + "-2")
+    assert len(host_children.bots_secret_name(HOST)) <= 63
+
+
+def test_shared_bot_file_and_url() -> None:
+    assert (
+        host_children.bot_file("123:abc", "s3cret") == "BOT_TOKEN=123:abc\nWEBHOOK_SECRET=s3cret\n"
+    )
+    assert host_children.webhook_url(shared(), "123:abc") == "https://bot.example.com/webhook/123"
+
+
+def test_owners_are_merged_not_replaced() -> None:
+    first = {"uid": "a", "name": "a"}
+    second = {"uid": "b", "name": "b"}
+    assert host_children.merged_owners([first], second) == [first, second]
+    assert host_children.merged_owners([first, second], second) == [first, second]
+    assert host_children.merged_owners([first, second], None, drop_uid="a") == [second]
+
+
+def test_valid_shared_spec() -> None:
+    assert children.validate_spec(shared()) == []
+    # The CRD defaults these; the host's own apply.
+    assert children.validate_spec(shared(resources={"limits": {"memory": "1Gi"}})) == []
+
+
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [
+        (shared(webhook=None), "needs spec.webhook.host"),
+        (shared(webhook={"host": "bot.example.com", "path": "/tg"}), "serves under /webhook"),
+        (shared(replicas=2), "leave spec.replicas unset"),
+        (shared(database={"mode": "External", "external": {"secretName": "db"}}), "Shared"),
+        (shared(env=[{"name": "LOG_LEVEL", "value": "DEBUG"}]), "spec.env"),
+        (shared(redis={"url": "redis://r:6379/0"}), "spec.redis"),
+        (shared(runtime="Serverless"), "neither Dedicated nor Shared"),
+    ],
+)
+def test_bad_shared_specs_are_named(bad: dict[str, Any], fragment: str) -> None:
+    problems = children.validate_spec(bad)
+    assert len(problems) == 1, problems
+    assert fragment in problems[0]
+
+
+def test_tenant_names_are_the_hosts() -> None:
+    """The operator drops what `migrate` made: the names must be bot/db/tenants.py's."""
+    assert database.tenant_schema("my-bot") == tenants.schema_name("my-bot")
+    assert database.tenant_role("tgbot_x__hosts", "my-bot") == tenants.role_name(
+        "tgbot_x__hosts", "my-bot"
+    )
+
+
+@pytest.fixture
+async def hosts_db() -> AsyncIterator[str]:
+    name = f"tgbot_t{uuid.uuid4().hex[:10]}__hosts"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'DROP ROLE IF EXISTS "{tenants.role_name(name, "gone")}"')
+        await admin.close()
+
+
+async def test_drop_tenant_removes_the_bots_schema_and_role_only(hosts_db: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_URL, database=hosts_db)
+    try:
+        for bot in ("gone", "stays"):
+            schema, role = tenants.schema_name(bot), tenants.role_name(hosts_db, bot)
+            await conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
+            await conn.execute(f'CREATE TABLE "{schema}".users (id int)')
+            await conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+            await conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+
+        await database.drop_tenant(PG_ADMIN_URL, hosts_db, "gone")
+        await database.drop_tenant(PG_ADMIN_URL, hosts_db, "gone")  # nothing left: no error
+
+        schemas = {r[0] for r in await conn.fetch("SELECT nspname FROM pg_namespace")}
+        assert "bot_gone" not in schemas
+        assert "bot_stays" in schemas
+        roles = {r[0] for r in await conn.fetch("SELECT rolname FROM pg_roles")}
+        assert tenants.role_name(hosts_db, "gone") not in roles
+        assert tenants.role_name(hosts_db, "stays") in roles
+    finally:
+        await conn.execute('DROP SCHEMA IF EXISTS "bot_stays" CASCADE')
+        await conn.execute(f'DROP ROLE IF EXISTS "{tenants.role_name(hosts_db, "stays")}"')
+        await conn.close()
+    # A namespace that never had a Shared bot has no hosts' database: nothing to drop.
+    await database.drop_tenant(PG_ADMIN_URL, "tgbot_none__hosts", "gone")
