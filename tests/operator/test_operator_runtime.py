@@ -325,6 +325,6 @@ async def test_webhook_waits_for_the_host_to_read_the_bots_file(
     """The kubelet refreshes a mounted Secret only at its next sync: HOST_PICKUP_SECONDS."""
     async with operator(monkeypatch, kubeconfig, bot_api, "3600"):
         await start_shared(cluster, "patient")
-        bot = await wait_condition(cluster, "patient", "Ready", "HostLoadingBot")
-    assert bot["status"]["phase"] == "Deploying"
+        bot = await wait_condition(cluster, "patient", "Ready", "HostLoadingBot", phase="Deploying")
+    assert "reads the bot's file" in condition(bot, "Ready")["message"]
     assert "setWebhook" not in bot_api.methods()
