@@ -328,3 +328,35 @@ async def test_webhook_waits_for_the_host_to_read_the_bots_file(
         bot = await wait_condition(cluster, "patient", "Ready", "HostLoadingBot", phase="Deploying")
     assert "reads the bot's file" in condition(bot, "Ready")["message"]
     assert "setWebhook" not in bot_api.methods()
+
+
+@pytest.mark.usefixtures("hosting_operator")
+async def test_ready_follows_the_host_within_5s(cluster: Cluster) -> None:
+    """Once the bot has moved, nothing retries and the timer runs every 60 s: only the watch
+    on the host's Deployment can report within 5 s."""
+    await start_shared(cluster, "follower")
+    await served_by(cluster, "follower", HOST_1)
+    deployments = DeploymentController(cluster)
+
+    lost_at = await deployments.report(HOST_1, ready=0)
+    bot = await eventually(
+        lambda: reason_is(cluster, "follower", "HostNotReady"),
+        what="Ready HostNotReady",
+        deadline=5.0,
+        since=lost_at,
+    )
+    assert condition(bot, "Ready")["message"] == f"host {HOST_1}: 0/1 replicas ready"
+
+    back_at = await deployments.report(HOST_1)
+    bot = await eventually(
+        lambda: reason_is(cluster, "follower", "HostAvailable"),
+        what="Ready HostAvailable",
+        deadline=5.0,
+        since=back_at,
+    )
+    assert condition(bot, "Ready")["status"] == "True"
+
+
+async def reason_is(cluster: Cluster, name: str, reason: str) -> dict[str, Any] | None:
+    bot = await cluster.bot(name)
+    return bot if condition(bot, "Ready").get("reason") == reason else None

@@ -129,7 +129,8 @@ async def test_the_api_server_filters_the_watches(emulator: StampingEmulator) ->
     seen = await eventually(selectors, what="watches on Deployments and Jobs")
     managed = "app.kubernetes.io/managed-by=hello-bot-operator"
     assert seen == {
-        "deployments": {f"app.kubernetes.io/component=bot,{managed}"},
+        # Bots' and bot hosts' Deployments; the handlers tell them apart by component.
+        "deployments": {managed},
         "jobs": {f"app.kubernetes.io/component=migration,{managed}"},
     }
 
