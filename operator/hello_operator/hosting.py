@@ -240,10 +240,3 @@ async def leave(
             telegram_api_url=telegram_api_url,
             pod=pod,
         )
-
-
-async def members(kube: KubeClient, namespace: str, host: str) -> list[str]:
-    """The names of the bots whose keys are in the host's bots Secret."""
-    path = object_path("v1", "Secret", namespace, host_children.bots_secret_name(host))
-    data = ((await kube.get(path)) or {}).get("data") or {}
-    return sorted(key.removesuffix(".env") for key in data)

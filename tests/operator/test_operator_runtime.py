@@ -17,9 +17,10 @@ from typing import Any
 import asyncpg
 import pytest
 from conftest import operator_with
-from hello_operator import children, host_children, hosting
+from hello_operator import children, database, host_children, hosting
 from operator_support import (
     BOT_TOKEN,
+    PG_ADMIN_URL,
     Cluster,
     DeploymentController,
     FakeBotApi,
@@ -360,3 +361,38 @@ async def test_ready_follows_the_host_within_5s(cluster: Cluster) -> None:
 async def reason_is(cluster: Cluster, name: str, reason: str) -> dict[str, Any] | None:
     bot = await cluster.bot(name)
     return bot if condition(bot, "Ready").get("reason") == reason else None
+
+
+@pytest.mark.usefixtures("hosting_operator")
+async def test_deleting_a_shared_bot_with_delete_policy_drops_only_its_schema(
+    cluster: Cluster, bot_api: FakeBotApi
+) -> None:
+    for name in ("doomed", "kept"):
+        await create_token_secret(cluster, name)
+        await cluster.create(BOTS, "telegrambots", shared(name, deletionPolicy="Delete"))
+        await JobController(cluster).succeed(host_children.job_name(name, IMAGE_1))
+    await DeploymentController(cluster).report(HOST_1)
+    await served_by(cluster, "doomed", HOST_1)
+    # What `migrate` makes for each bot of the host (no Job runs in the emulator).
+    hosts_db = hosting.hosts_database(cluster.ns).database
+    conn = await asyncpg.connect(PG_ADMIN_URL, database=hosts_db)
+    try:
+        for name in ("doomed", "kept"):
+            role = database.tenant_role(hosts_db, name)
+            await conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
+            await conn.execute(f'CREATE SCHEMA "{database.tenant_schema(name)}"')
+
+        await cluster.delete(BOTS, "telegrambots", "doomed")
+        await gone(cluster, BOTS, "telegrambots", "doomed")
+        await keys_become(cluster, HOST_1, {"kept.env"})
+        assert "deleteWebhook" in bot_api.methods()
+        schemas = {r[0] for r in await conn.fetch("SELECT nspname FROM pg_namespace")}
+        assert database.tenant_schema("doomed") not in schemas
+        assert database.tenant_schema("kept") in schemas
+        roles = {r[0] for r in await conn.fetch("SELECT rolname FROM pg_roles")}
+        assert database.tenant_role(hosts_db, "doomed") not in roles
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{database.tenant_schema("kept")}"')
+        await conn.execute(f'DROP ROLE IF EXISTS "{database.tenant_role(hosts_db, "kept")}"')
+        await conn.execute(f'DROP ROLE IF EXISTS "{database.tenant_role(hosts_db, "doomed")}"')
+        await conn.close()
