@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
 import kopf
 
 from hello_operator import children, conditions, host_children, hosting
@@ -22,6 +23,7 @@ from hello_operator.reconcile import (
     Outcome,
     Waiting,
     adopt,
+    backoff,
     check_references,
     ensure_generated_secret,
     host_ready_condition,
@@ -46,7 +48,9 @@ async def reconcile(
         raise Blocked("InvalidSpec", "; ".join(problems), retry_after=None)
     previous_host = str(status.get("host") or "")
     if children.runtime(spec) == "Shared":
-        return await reconcile_shared(clients, owner, spec, status, previous_host)
+        return await reconcile_shared(
+            clients, owner, spec, status, previous_host=previous_host, retry=retry
+        )
     if not previous_host:
         return await reconcile_dedicated(clients, owner, spec, status, retry)
     # Leaving a host: it keeps its route until the bot's own Deployment has taken over.
@@ -127,7 +131,9 @@ async def reconcile_shared(
     owner: kopf.Body,
     spec: Mapping[str, Any],
     status: Mapping[str, Any],
+    *,
     previous_host: str,
+    retry: int,
 ) -> Outcome:
     """Join the image's host, migrate the bot's schema, then move Telegram over to the host."""
     name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
@@ -135,13 +141,20 @@ async def reconcile_shared(
     await check_references(clients, namespace, spec)
     token = await required_token(clients, owner, spec)
     secret = (await ensure_generated_secret(clients, owner, spec))["WEBHOOK_SECRET"]
-    await hosting.ensure_hosts_database(
-        kube,
-        config.shared_postgres_admin_url,
-        config.shared_postgres_host,
-        config.shared_postgres_port,
-        owner,
-    )
+    try:
+        await hosting.ensure_hosts_database(
+            kube,
+            config.shared_postgres_admin_url,
+            config.shared_postgres_host,
+            config.shared_postgres_port,
+            owner,
+        )
+    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        raise Blocked(
+            "DatabaseUnavailable",
+            f"shared PostgreSQL: {type(exc).__name__}: {exc}",
+            retry_after=backoff(retry),
+        ) from exc
     image = str(spec["image"])
     member = await hosting.join(
         kube,
