@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import kubernetes_validate
 import pytest
-from hello_operator import children, database, host_children
+from hello_operator import children, database, host_children, hosting
 from hello_operator.pod_shape import load_bot_pod
 from operator_support import PG_ADMIN_URL
 
 from bot.db import tenants
+from tests.support.bot_process import BotProcess
 
 API = "http://127.0.0.1:9/bot-api"
 POD = load_bot_pod()
@@ -179,3 +182,48 @@ async def test_drop_tenant_removes_the_bots_schema_and_role_only(hosts_db: str) 
         await conn.close()
     # A namespace that never had a Shared bot has no hosts' database: nothing to drop.
     await database.drop_tenant(PG_ADMIN_URL, "tgbot_none__hosts", "gone")
+
+
+@pytest.fixture
+async def hosts_target() -> AsyncIterator[database.DatabaseTarget]:
+    target = hosting.hosts_database(f"t{uuid.uuid4().hex[:10]}")
+    yield target
+    await database.drop_tenant(PG_ADMIN_URL, target.database, "quiz")
+    await database.drop_database(PG_ADMIN_URL, target)
+
+
+async def test_the_real_host_serves_what_the_operator_writes(
+    hosts_target: database.DatabaseTarget, tmp_path: Path
+) -> None:
+    """The operator's hosts database (its role may make the bots' roles), bot file and host
+    environment, given to a real `python -m bot host`: it migrates the bot and serves it."""
+    password = "pw-" + uuid.uuid4().hex
+    await database.ensure_database(PG_ADMIN_URL, hosts_target, password, create_roles=True)
+    bots = tmp_path / "bots"
+    bots.mkdir()
+    token, secret = "5550101:AAquiz_token_0123456789abcdefghijklmn", "quiz-secret-" + "x" * 20
+    (bots / host_children.bot_key("quiz")).write_text(host_children.bot_file(token, secret))
+    deployment = host_children.render_deployment(HOST, IMAGE, 1, API, POD)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env |= {
+        "BOTS_DIR": str(bots),
+        "DATABASE_URL": hosts_target.url(password=password, host="127.0.0.1", port=5432),
+        "LOG_FORMAT": "console",
+    }
+    del env["HOST"], env["PORT"]  # BotProcess picks a free port on loopback
+    host = BotProcess(env, cwd=tmp_path, command="host")
+    try:
+        await host.start()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{host.url}/readyz") as response:
+                report = await response.json()
+            assert report["checks"]["bots"] == {"quiz": {"status": "serving", "id": 5550101}}
+            # Routed by the bot id in the path the operator registers (its secret is checked).
+            url = host_children.webhook_url({"webhook": {"host": "x.example.com"}}, token)
+            path = url.removeprefix("https://x.example.com")
+            async with http.post(f"{host.url}{path}", json={}) as response:
+                assert response.status == 401
+    finally:
+        await host.stop()
+    assert token not in host.text
