@@ -9,7 +9,7 @@ import aiohttp
 import asyncpg
 import kopf
 
-from hello_operator import children, conditions, database, health, hosting
+from hello_operator import children, conditions, database, health, host_children, hosting
 from hello_operator.kube import ApiError, KubeClient
 from hello_operator.pod_shape import PodShapeError
 from hello_operator.reconcile import (
@@ -177,9 +177,12 @@ async def delete_bot(
     name, namespace = body.meta["name"], body.meta["namespace"]
     if children.webhook_host(spec):
         await _delete_webhook(clients, namespace, spec, logger, retry)
-    host = str(body.status.get("host") or "")
-    if host:
-        config = clients.config
+    # The host serving it, and the one it was joining (a bot deleted mid-move has a key in both).
+    hosts = {str(body.status.get("host") or "")}
+    if children.runtime(spec) == "Shared" and spec.get("image"):
+        hosts.add(host_children.host_name(str(spec["image"])))
+    config = clients.config
+    for host in sorted(hosts - {""}):
         try:
             await hosting.leave(
                 clients.kube,

@@ -396,3 +396,15 @@ async def test_deleting_a_shared_bot_with_delete_policy_drops_only_its_schema(
         await conn.execute(f'DROP ROLE IF EXISTS "{database.tenant_role(hosts_db, "kept")}"')
         await conn.execute(f'DROP ROLE IF EXISTS "{database.tenant_role(hosts_db, "doomed")}"')
         await conn.close()
+
+
+@pytest.mark.usefixtures("hosting_operator")
+async def test_a_bot_deleted_while_joining_leaves_no_key_behind(cluster: Cluster) -> None:
+    await start_shared(cluster, "brief", ready=False)
+    await wait_condition(cluster, "brief", "Ready", "HostNotReady")
+    assert "host" not in (await cluster.bot("brief") or {})["status"]  # not served there yet
+
+    await cluster.delete(BOTS, "telegrambots", "brief")
+    await gone(cluster, BOTS, "telegrambots", "brief")
+    assert await bots_secret(cluster, HOST_1) == {}
+    await gone(cluster, "apps/v1", "deployments", HOST_1)
