@@ -111,8 +111,9 @@ async def _outcome(
     fields = {
         "migratedImage": outcome.migrated_image,
         "migratedRuntime": outcome.runtime,
-        # None removes the field: a Dedicated bot has no host.
+        # None removes the field: a Dedicated bot has no host; no move is under way.
         "host": outcome.host or None,
+        "joining": None,
         "phase": "Running" if outcome.ready.status else "Deploying",
     }
     return fields, [migrated, outcome.ready], None
@@ -178,7 +179,7 @@ async def delete_bot(
     if children.webhook_host(spec):
         await _delete_webhook(clients, namespace, spec, logger, retry)
     # The host serving it, and the one it was joining (a bot deleted mid-move has a key in both).
-    hosts = {str(body.status.get("host") or "")}
+    hosts = {str(body.status.get(key) or "") for key in ("host", "joining")}
     if children.runtime(spec) == "Shared" and spec.get("image"):
         hosts.add(host_children.host_name(str(spec["image"])))
     config = clients.config

@@ -51,6 +51,8 @@ async def reconcile(
         return await reconcile_shared(
             clients, owner, spec, status, previous_host=previous_host, retry=retry
         )
+    # A move to a host that was called off may have got as far as the webhook: undo it in order.
+    previous_host = previous_host or str(status.get("joining") or "")
     if not previous_host:
         return await reconcile_dedicated(clients, owner, spec, status, retry)
     # Leaving a host: it keeps its route until the bot's own Deployment has taken over.
@@ -64,7 +66,7 @@ async def reconcile(
             delay=clients.config.migration_poll_seconds,
             condition=conditions.READY,
             phase="Deploying",
-            fields={"host": previous_host, **migrated_fields(outcome.migrated_image, "Dedicated")},
+            fields=migrated_fields(outcome.migrated_image, "Dedicated"),
         )
     if children.webhook_host(spec):
         secret = await ensure_generated_secret(clients, owner, spec)
@@ -166,7 +168,8 @@ async def reconcile_shared(
     )
     host = member.host
     # Until the move is done, status.host names whoever serves the bot now.
-    serving = {"host": previous_host or None}
+    # `joining`: a host holding the bot's key that does not serve it yet (left if called off).
+    serving = {"host": previous_host or None, "joining": host if host != previous_host else None}
     try:
         if migrated_for(status, "Shared") != image:
             await migrate_tenant(clients, owner, image, host)
@@ -210,13 +213,10 @@ async def reconcile_shared(
     if dedicated is not None:
         await kube.delete(object_path("apps/v1", "Deployment", namespace, name))
         await kube.delete(object_path("v1", "Service", namespace, name))
-    if previous_host and previous_host != host:
+    joining = str(status.get("joining") or "")
+    for old in sorted({previous_host, joining} - {"", host}):
         await hosting.leave(
-            kube,
-            owner,
-            previous_host,
-            telegram_api_url=config.telegram_api_url,
-            pod=config.bot_pod,
+            kube, owner, old, telegram_api_url=config.telegram_api_url, pod=config.bot_pod
         )
     await apply_ingress(clients, owner, spec, {new_path: host})
     return Outcome(migrated_image=image, ready=ready, host=host, runtime="Shared")

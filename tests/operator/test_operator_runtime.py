@@ -408,3 +408,39 @@ async def test_a_bot_deleted_while_joining_leaves_no_key_behind(cluster: Cluster
     await gone(cluster, BOTS, "telegrambots", "brief")
     assert await bots_secret(cluster, HOST_1) == {}
     await gone(cluster, "apps/v1", "deployments", HOST_1)
+
+
+@pytest.mark.usefixtures("hosting_operator")
+async def test_a_move_called_off_leaves_the_host_it_was_joining(
+    cluster: Cluster, bot_api: FakeBotApi
+) -> None:
+    name = "undecided"
+    await create_token_secret(cluster, name)
+    manifest = bot_manifest(name, webhook={"host": "undecided.example.com"})
+    await cluster.create(BOTS, "telegrambots", manifest)
+    await JobController(cluster).succeed(children.job_name(name, IMAGE_1))
+    await DeploymentController(cluster).report(name)
+    await served_by(cluster, name, None)
+
+    await cluster.patch(BOTS, "telegrambots", name, {"spec": {"runtime": "Shared"}})
+    await JobController(cluster).succeed(host_children.job_name(name, IMAGE_1))
+    bot = await wait_condition(cluster, name, "Ready", "HostNotReady", generation=2)
+    assert bot["status"]["joining"] == HOST_1
+
+    await cluster.patch(BOTS, "telegrambots", name, {"spec": {"runtime": "Dedicated"}})
+    bot = await wait_condition(
+        cluster, name, "Ready", "DeploymentAvailable", generation=3, phase="Running"
+    )
+    await keys_become(cluster, HOST_1, set())
+    await gone(cluster, "apps/v1", "deployments", HOST_1)
+    bot = await eventually(lambda: settled(cluster, name), what="no host, no move")
+    assert await cluster.get("apps/v1", "deployments", name) is not None
+    ingress = await cluster.get("networking.k8s.io/v1", "ingresses", name)
+    assert ingress_routes(ingress) == {"/webhook": name}
+
+
+async def settled(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    """kopf writes the status fields just after the conditions."""
+    bot = await cluster.bot(name) or {}
+    status = bot.get("status") or {}
+    return bot if "host" not in status and "joining" not in status else None
