@@ -169,7 +169,9 @@ async def reconcile_shared(
     host = member.host
     # Until the move is done, status.host names whoever serves the bot now.
     # `joining`: a host holding the bot's key that does not serve it yet (left if called off).
-    serving = {"host": previous_host or None, "joining": host if host != previous_host else None}
+    # Back to the host that serves it: a host it was joining meanwhile stays named until left.
+    joining = host if host != previous_host else status.get("joining")
+    serving = {"host": previous_host or None, "joining": joining or None}
     try:
         if migrated_for(status, "Shared") != image:
             await migrate_tenant(clients, owner, image, host)
@@ -213,8 +215,7 @@ async def reconcile_shared(
     if dedicated is not None:
         await kube.delete(object_path("apps/v1", "Deployment", namespace, name))
         await kube.delete(object_path("v1", "Service", namespace, name))
-    joining = str(status.get("joining") or "")
-    for old in sorted({previous_host, joining} - {"", host}):
+    for old in sorted({previous_host, str(status.get("joining") or "")} - {"", host}):
         await hosting.leave(
             kube, owner, old, telegram_api_url=config.telegram_api_url, pod=config.bot_pod
         )
