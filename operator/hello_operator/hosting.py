@@ -133,7 +133,8 @@ async def join(
         owners = host_children.merged_owners(_owners(secret), me)
         encoded = _encode(bot_file)
         if data.get(key) != encoded or name not in joined or owners != _owners(secret):
-            if data.get(key) != encoded:
+            if data.get(key) != encoded or name not in joined:
+                # A new or changed file: the host has yet to read it.
                 joined[name] = time.time()
             data[key] = encoded
             await _apply_host(

@@ -12,8 +12,9 @@ import asyncpg
 import kubernetes_validate
 import pytest
 from hello_operator import children, database, host_children, hosting
+from hello_operator.kube import KubeClient
 from hello_operator.pod_shape import load_bot_pod
-from operator_support import PG_ADMIN_URL
+from operator_support import PG_ADMIN_URL, Cluster, StampingEmulator
 
 from bot.db import tenants
 from tests.support.bot_process import BotProcess
@@ -227,3 +228,38 @@ async def test_the_real_host_serves_what_the_operator_writes(
     finally:
         await host.stop()
     assert token not in host.text
+
+
+async def test_joining_again_keeps_the_pickup_clock_unless_the_file_changes(
+    emulator: StampingEmulator, cluster: Cluster
+) -> None:
+    body = {
+        "apiVersion": "hello-bot.dev/v1alpha1",
+        "kind": "TelegramBot",
+        "metadata": {"name": "again"},
+        "spec": {"image": IMAGE, "token": {"secretName": "tok"}},
+    }
+    bot = await cluster.create("hello-bot.dev/v1alpha1", "telegrambots", body)
+    secret_name = host_children.bots_secret_name(HOST)
+    async with aiohttp.ClientSession() as http:
+        kube = KubeClient(session=http, server=str(emulator.url))
+
+        async def join(text: str) -> hosting.Membership:
+            return await hosting.join(kube, bot, IMAGE, text, telegram_api_url=API, pod=POD)
+
+        first = await join("BOT_TOKEN=1:a\nWEBHOOK_SECRET=s\n")
+        version = (await cluster.get("v1", "secrets", secret_name) or {})["metadata"]
+        assert (await join("BOT_TOKEN=1:a\nWEBHOOK_SECRET=s\n")).joined_at == first.joined_at
+        again = (await cluster.get("v1", "secrets", secret_name) or {})["metadata"]
+        assert again["resourceVersion"] == version["resourceVersion"]  # nothing to write
+        # A changed file (a rotated token) must be read again before the webhook moves.
+        changed = await join("BOT_TOKEN=1:b\nWEBHOOK_SECRET=s\n")
+        assert changed.joined_at > first.joined_at
+        # The record lost (someone edited the Secret): start the clock again, do not fail.
+        await cluster.patch(
+            "v1",
+            "secrets",
+            secret_name,
+            {"metadata": {"annotations": {hosting.JOINED_ANNOTATION: None}}},
+        )
+        assert (await join("BOT_TOKEN=1:b\nWEBHOOK_SECRET=s\n")).joined_at > changed.joined_at
