@@ -51,6 +51,33 @@ def database_mode(spec: Mapping[str, Any]) -> str:
     return str((spec.get("database") or {}).get("mode") or "Shared")
 
 
+def runtime(spec: Mapping[str, Any]) -> str:
+    """`Dedicated`: a Deployment of its own; `Shared`: a member of its image's bot host."""
+    return str(spec.get("runtime") or "Dedicated")
+
+
+# What a host decides for all its bots; a bot that needs its own uses `runtime: Dedicated`.
+# (resources and imagePullPolicy are the host's too, but the CRD defaults them: ignored.)
+HOST_WIDE_FIELDS = ("env", "redis")
+
+
+def validate_shared(spec: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    if not webhook_host(spec):
+        problems.append("runtime Shared needs spec.webhook.host: a bot host serves webhooks only")
+    elif webhook_path(spec) != "/webhook":
+        problems.append("runtime Shared serves under /webhook: leave spec.webhook.path unset")
+    if int(spec.get("replicas", 1)) != 1:
+        problems.append("runtime Shared: the operator sizes the host; leave spec.replicas unset")
+    if database_mode(spec) != "Shared":
+        problems.append(
+            "runtime Shared keeps every bot in the hosts' database: database.mode Shared"
+        )
+    if own := [f"spec.{key}" for key in HOST_WIDE_FIELDS if spec.get(key)]:
+        problems.append(f"runtime Shared: {', '.join(own)} apply to the host; use Dedicated")
+    return problems
+
+
 def validate_spec(spec: Mapping[str, Any]) -> list[str]:
     """Problems the API server's schema may not have caught (or did not see: no CEL on old k3s)."""
     problems: list[str] = []
@@ -77,6 +104,10 @@ def validate_spec(spec: Mapping[str, Any]) -> list[str]:
     clashes = sorted({e.get("name") for e in spec.get("env") or []} & MANAGED_ENV)
     if clashes:
         problems.append(f"spec.env must not set operator-managed variables: {', '.join(clashes)}")
+    if runtime(spec) not in {"Dedicated", "Shared"}:
+        problems.append(f"spec.runtime {runtime(spec)!r} is neither Dedicated nor Shared")
+    elif runtime(spec) == "Shared":
+        problems += validate_shared(spec)
     return problems
 
 
@@ -243,10 +274,17 @@ def render_service(name: str) -> dict[str, Any]:
     }
 
 
-def render_ingress(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the webhook path is exposed; /healthz, /readyz and /metrics stay inside."""
+def render_ingress(
+    name: str, spec: Mapping[str, Any], routes: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Only the webhook path is exposed; /healthz, /readyz and /metrics stay inside.
+
+    `routes`: path -> Service; by default the bot's own path to its own Service. A bot moving
+    between runtimes has two for a while: the old URL stays routed until Telegram uses the new.
+    """
     webhook = spec["webhook"]
     host = webhook_host(spec)
+    paths = routes or {webhook_path(spec): name}
     ingress_spec: dict[str, Any] = {
         "rules": [
             {
@@ -254,10 +292,11 @@ def render_ingress(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
                 "http": {
                     "paths": [
                         {
-                            "path": webhook_path(spec),
+                            "path": path,
                             "pathType": "Exact",
-                            "backend": {"service": {"name": name, "port": {"name": "http"}}},
+                            "backend": {"service": {"name": service, "port": {"name": "http"}}},
                         }
+                        for path, service in sorted(paths.items())
                     ]
                 },
             }

@@ -9,7 +9,7 @@ import aiohttp
 import asyncpg
 import kopf
 
-from hello_operator import children, conditions, database, health
+from hello_operator import children, conditions, database, health, host_children, hosting
 from hello_operator.kube import ApiError, KubeClient
 from hello_operator.pod_shape import PodShapeError
 from hello_operator.reconcile import (
@@ -19,9 +19,9 @@ from hello_operator.reconcile import (
     backoff,
     migrated_condition,
     read_token,
-    reconcile,
     write_conditions,
 )
+from hello_operator.runtime import reconcile
 from hello_operator.settings import GROUP, PLURAL, VERSION, WEBHOOK_CHECK_SECONDS, OperatorConfig
 from hello_operator.telegram import TelegramClient, TelegramError
 
@@ -91,9 +91,9 @@ async def _outcome(
     try:
         outcome = await reconcile(clients, body, body.spec, status, retry)
     except Waiting as waiting:
-        cond = conditions.Condition(conditions.MIGRATED, False, waiting.reason, waiting.message)
+        cond = conditions.Condition(waiting.condition, False, waiting.reason, waiting.message)
         return (
-            {"phase": "Migrating"},
+            {**waiting.fields, "phase": waiting.phase},
             [cond],
             kopf.TemporaryError(waiting.message, delay=waiting.delay),
         )
@@ -110,6 +110,10 @@ async def _outcome(
     migrated = migrated_condition(outcome.migrated_image)
     fields = {
         "migratedImage": outcome.migrated_image,
+        "migratedRuntime": outcome.runtime,
+        # None removes the field: a Dedicated bot has no host; no move is under way.
+        "host": outcome.host or None,
+        "joining": None,
         "phase": "Running" if outcome.ready.status else "Deploying",
     }
     return fields, [migrated, outcome.ready], None
@@ -158,16 +162,38 @@ async def resume_bot(
 
 @kopf.on.delete(*RESOURCE)
 async def delete_bot(
-    body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, logger: kopf.Logger, retry: int, **_: Any
+    body: kopf.Body,
+    spec: kopf.Spec,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    retry: int,
+    **_: Any,
 ) -> None:
-    """Remove the webhook, then drop the data only if `deletionPolicy: Delete`.
+    """Remove the webhook, leave the bot host, then drop the data only if `deletionPolicy: Delete`.
 
-    Children go with the owner through garbage collection (owner references).
+    Children go with the owner through garbage collection (owner references); a host's objects
+    are shared, so the bot's key and claim are taken off them here (`hosting.leave`).
     """
     clients: Clients = memo.clients
     name, namespace = body.meta["name"], body.meta["namespace"]
     if children.webhook_host(spec):
         await _delete_webhook(clients, namespace, spec, logger, retry)
+    # The host serving it, and the one it was joining (a bot deleted mid-move has a key in both).
+    hosts = {str(body.status.get(key) or "") for key in ("host", "joining")}
+    if children.runtime(spec) == "Shared" and spec.get("image"):
+        hosts.add(host_children.host_name(str(spec["image"])))
+    config = clients.config
+    for host in sorted(hosts - {""}):
+        try:
+            await hosting.leave(
+                clients.kube,
+                body,
+                host,
+                telegram_api_url=config.telegram_api_url,
+                pod=config.bot_pod,
+            )
+        except TRANSIENT as exc:
+            raise kopf.TemporaryError(f"leaving the host: {exc}", delay=backoff(retry)) from exc
     if spec.get("deletionPolicy", "Retain") != "Delete":
         logger.info("deletionPolicy is Retain: the database is kept")
         return
@@ -177,14 +203,18 @@ async def delete_bot(
     if not clients.config.shared_postgres_admin_url:
         logger.warning("no SHARED_POSTGRES_ADMIN_URL: cannot drop the database; kept")
         return
+    admin_url = clients.config.shared_postgres_admin_url
     target = database.DatabaseTarget.for_bot(namespace, name)
+    hosts = hosting.hosts_database(namespace).database
     try:
-        await database.drop_database(clients.config.shared_postgres_admin_url, target)
+        # Both stores: a bot that switched runtimes has rows in each.
+        await database.drop_database(admin_url, target)
+        await database.drop_tenant(admin_url, hosts, name)
     except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
         raise kopf.TemporaryError(
             f"dropping {target.database}: {exc}", delay=backoff(retry)
         ) from exc
-    logger.info("dropped database and role %s", target.database)
+    logger.info("dropped database and role %s and schema %s", target.database, name)
 
 
 async def _delete_webhook(

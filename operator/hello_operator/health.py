@@ -8,15 +8,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hello_operator import children, conditions
+from hello_operator import children, conditions, host_children
 from hello_operator.kube import object_path
-from hello_operator.reconcile import Clients, read_token, ready_condition
+from hello_operator.reconcile import Clients, host_ready_condition, read_token, ready_condition
 from hello_operator.telegram import TelegramError, WebhookInfo
 
 # Telegram keeps the last delivery error after delivery recovers; older errors are history.
 ERROR_WINDOW_SECONDS = 900
 # Ready reasons that mean "deployed, now it is only a matter of pods"; others come from reconcile.
 DEPLOYED_REASONS = frozenset({"DeploymentAvailable", "DeploymentNotReady"})
+# The same for a Shared bot served by status.host.
+HOSTED_REASONS = frozenset({"HostAvailable", "HostNotReady", "HostMissing"})
+
+
+def expected_url(spec: Mapping[str, Any], token: str) -> str:
+    if children.runtime(spec) == "Shared":
+        return host_children.webhook_url(spec, token)
+    return f"https://{children.webhook_host(spec)}{children.webhook_path(spec)}"
 
 
 @dataclass
@@ -27,7 +35,7 @@ class HealthReport:
 
 
 def webhook_condition(
-    spec: Mapping[str, Any], info: WebhookInfo, now: float
+    spec: Mapping[str, Any], info: WebhookInfo, now: float, token: str = ""
 ) -> conditions.Condition:
     host = children.webhook_host(spec)
     pending = f"{info.pending_update_count} updates pending"
@@ -37,7 +45,7 @@ def webhook_condition(
             msg = f"a webhook ({info.url}) is set, so polling receives nothing"
             return conditions.Condition(kind, False, "WebhookSetWhilePolling", msg)
         return conditions.Condition(kind, True, "PollingMode", pending)
-    expected = f"https://{host}{children.webhook_path(spec)}"
+    expected = expected_url(spec, token)
     if info.url != expected:
         msg = f"Telegram delivers to {info.url or 'no webhook'}, expected {expected}"
         return conditions.Condition(kind, False, "WebhookNotSet", msg)
@@ -83,10 +91,17 @@ async def check(
             )
         else:
             report.webhook = webhook_status(info)
-            report.conditions.append(webhook_condition(spec, info, time.time()))
+            report.conditions.append(webhook_condition(spec, info, time.time(), token=token))
 
     current = conditions.find(status.get("conditions"), conditions.READY)
-    if current is not None and current.get("reason") in DEPLOYED_REASONS:
+    host = str(status.get("host") or "")
+    if current is not None and host and current.get("reason") in HOSTED_REASONS:
+        deployment = await clients.kube.get(object_path("apps/v1", "Deployment", namespace, host))
+        ready = host_ready_condition(host, deployment)
+        report.conditions.append(ready)
+        if status.get("phase") in {"Running", "Deploying"}:
+            report.phase = "Running" if ready.status else "Deploying"
+    elif current is not None and current.get("reason") in DEPLOYED_REASONS:
         deployment = await clients.kube.get(object_path("apps/v1", "Deployment", namespace, name))
         ready = ready_condition(deployment)
         report.conditions.append(ready)

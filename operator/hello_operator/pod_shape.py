@@ -61,7 +61,9 @@ class BotPod:
                 db_max_overflow=int(bot_values["dbMaxOverflow"]),
                 resources=dict(bot_values["resources"]),
                 revision_history_limit=int(shape["revisionHistoryLimit"]),
-                strategy={mode: dict(shape["strategy"][mode]) for mode in ("webhook", "polling")},
+                strategy={
+                    mode: dict(shape["strategy"][mode]) for mode in ("webhook", "polling", "host")
+                },
                 pod=dict(shape["pod"]),
                 container=dict(shape["container"]),
                 tmp_size_limit=str(shape["tmpSizeLimit"]),

@@ -99,19 +99,37 @@ class Blocked(Exception):
 
 
 class Waiting(Exception):
-    """Normal progress that takes time (the migration Job runs); look again after `delay`."""
+    """Normal progress that takes time (the migration Job runs); look again after `delay`.
 
-    def __init__(self, reason: str, message: str, *, delay: float) -> None:
+    `fields`: status fields already true while waiting (the host a bot is moving from).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        delay: float,
+        condition: str = conditions.MIGRATED,
+        phase: str = "Migrating",
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.delay = delay
+        self.condition = condition
+        self.phase = phase
+        self.fields = dict(fields or {})
 
 
 @dataclass(frozen=True)
 class Outcome:
     migrated_image: str
     ready: conditions.Condition
+    # The bot host serving a Shared bot (status.host); "" for a Dedicated one.
+    host: str = ""
+    runtime: str = "Dedicated"
 
 
 def adopt(manifest: dict[str, Any], owner: kopf.Body) -> dict[str, Any]:
@@ -228,6 +246,18 @@ def ready_condition(deployment: Mapping[str, Any] | None) -> conditions.Conditio
     return conditions.Condition(conditions.READY, False, "DeploymentNotReady", message)
 
 
+def host_ready_condition(host: str, deployment: Mapping[str, Any] | None) -> conditions.Condition:
+    """Ready of a Shared bot: its host's Deployment (the operator waits for the host to read the
+    bot's file before it points the webhook there)."""
+    found = ready_condition(deployment)
+    if deployment is None:
+        return conditions.Condition(conditions.READY, False, "HostMissing", f"no host {host}")
+    reason = "HostAvailable" if found.status else "HostNotReady"
+    return conditions.Condition(
+        conditions.READY, found.status, reason, f"host {host}: {found.message}"
+    )
+
+
 def migrated_condition(image: str) -> conditions.Condition:
     return conditions.Condition(
         conditions.MIGRATED, True, "MigrationSucceeded", f"schema migrated for {image}"
@@ -272,17 +302,28 @@ async def deploy(
     return ready_condition(await clients.kube.apply(adopt(manifest, owner)))
 
 
-async def reconcile(
+def migrated_for(status: Mapping[str, Any], runtime: str) -> str:
+    """The image whose migration succeeded for `runtime`'s store ("" if none did).
+
+    A Dedicated bot keeps its rows in its own database, a Shared one in its schema of the hosts'
+    database: after a switch the other store has not been migrated by the last Job.
+    """
+    if str(status.get("migratedRuntime") or "Dedicated") != runtime:
+        return ""
+    return str(status.get("migratedImage") or "")
+
+
+async def reconcile_dedicated(
     clients: Clients,
     owner: kopf.Body,
     spec: Mapping[str, Any],
     status: Mapping[str, Any],
     retry: int,
+    *,
+    extra_routes: Mapping[str, str] | None = None,
 ) -> Outcome:
+    """The bot's own Deployment. `extra_routes`: Ingress paths kept for a host still serving it."""
     name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
-    problems = children.validate_spec(spec)
-    if problems:
-        raise Blocked("InvalidSpec", "; ".join(problems), retry_after=None)
     await check_references(clients, namespace, spec)
     values = await ensure_generated_secret(clients, owner, spec)
     if children.database_mode(spec) == "Shared":
@@ -291,11 +332,12 @@ async def reconcile(
     kube = clients.kube
     await kube.apply(adopt(children.render_service(name), owner))
     if children.webhook_host(spec):
-        await kube.apply(adopt(children.render_ingress(name, spec), owner))
+        routes = {children.webhook_path(spec): name, **(extra_routes or {})}
+        await kube.apply(adopt(children.render_ingress(name, spec, routes), owner))
     else:
         await kube.delete(object_path("networking.k8s.io/v1", "Ingress", namespace, name))
 
-    migrated = str(status.get("migratedImage") or "")
+    migrated = migrated_for(status, "Dedicated")
     if migrated != spec["image"]:
         if migrated:
             # Other spec changes roll out now; the image only after its migration succeeded.

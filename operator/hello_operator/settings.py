@@ -35,6 +35,10 @@ class OperatorConfig:
     blocked_retry_seconds: float = 60.0
     # The Bot API call timeout.
     telegram_timeout_seconds: float = 10.0
+    # How long a bot host may take to read a bot's file after its key entered the bots Secret:
+    # the kubelet refreshes a mounted Secret at its next sync (1 min by default), the host
+    # rescans every 5 s. Only then does the operator point the bot's webhook at the host.
+    host_pickup_seconds: float = 90.0
     # The bot's Pod shape, from the Helm chart's files (pod_shape explains where they are).
     bot_pod: BotPod = field(default_factory=load_bot_pod)
 
@@ -61,5 +65,6 @@ class OperatorConfig:
             telegram_timeout_seconds=float(
                 env.get("TELEGRAM_TIMEOUT_SECONDS", cls.telegram_timeout_seconds)
             ),
+            host_pickup_seconds=float(env.get("HOST_PICKUP_SECONDS", cls.host_pickup_seconds)),
             bot_pod=load_bot_pod(chart_dir(env)),
         )

@@ -1,4 +1,4 @@
-"""Bot API calls the operator makes: getWebhookInfo and deleteWebhook.
+"""Bot API calls the operator makes: getWebhookInfo, setWebhook (Shared bots) and deleteWebhook.
 
 The token is part of every Bot API URL, so no exception raised here carries a URL, a request or
 aiohttp's own message: errors are rebuilt from the method name and the answer's description only.
@@ -66,3 +66,12 @@ class TelegramClient:
 
     async def delete_webhook(self, token: str) -> None:
         await self._call(token, "deleteWebhook", {"drop_pending_updates": False})
+
+    async def set_webhook(self, token: str, *, url: str, secret_token: str) -> None:
+        """Point Telegram at `url`; what was not delivered yet goes there (nothing is dropped).
+
+        `allowed_updates` is left out, so Telegram keeps the bot's previous choice (the bot
+        process knows its handlers; the operator does not).
+        """
+        params = {"url": url, "secret_token": secret_token, "drop_pending_updates": False}
+        await self._call(token, "setWebhook", params)

@@ -18,13 +18,14 @@ import kopf
 
 from hello_operator import children, conditions
 from hello_operator.handlers import TRANSIENT
-from hello_operator.health import DEPLOYED_REASONS
+from hello_operator.health import DEPLOYED_REASONS, HOSTED_REASONS
 from hello_operator.kube import object_path
 from hello_operator.reconcile import (
     Clients,
     StatusChange,
     change_status,
     deploy,
+    host_ready_condition,
     job_state,
     migrated_condition,
     migration_failed,
@@ -35,9 +36,11 @@ from hello_operator.settings import GROUP, VERSION
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT = "app.kubernetes.io/component"
-# The labels `children.labels` puts on the bot Deployment and on the migration Jobs.
-DEPLOYMENT_LABELS = {MANAGED_BY: "hello-bot-operator", COMPONENT: "bot"}
-JOB_LABELS = {MANAGED_BY: "hello-bot-operator", COMPONENT: "migration"}
+# The labels `children.labels` puts on the bot Deployment, a bot host and the migration Jobs.
+MANAGED = {MANAGED_BY: "hello-bot-operator"}
+DEPLOYMENT_LABELS = MANAGED | {COMPONENT: "bot"}
+HOST_LABELS = MANAGED | {COMPONENT: "host"}
+JOB_LABELS = MANAGED | {COMPONENT: "migration"}
 
 
 def label_selector(labels: Mapping[str, str]) -> str:
@@ -47,7 +50,8 @@ def label_selector(labels: Mapping[str, str]) -> str:
 @kopf.on.startup()
 def select_children(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Without server-side selectors, every Deployment and Job in the cluster would stream in."""
-    settings.watching.label_selectors["apps", "deployments"] = label_selector(DEPLOYMENT_LABELS)
+    # Bots' and hosts' Deployments alike; the handlers below tell them apart by component.
+    settings.watching.label_selectors["apps", "deployments"] = label_selector(MANAGED)
     settings.watching.label_selectors["batch", "jobs"] = label_selector(JOB_LABELS)
 
 
@@ -93,6 +97,41 @@ def readiness_change(ref: Mapping[str, Any], deployment: Mapping[str, Any] | Non
     return change
 
 
+def host_readiness_change(host: str, deployment: Mapping[str, Any] | None) -> StatusChange:
+    """Ready of a Shared bot follows its host, once the bot has moved there (`status.host`).
+
+    A host that is still being joined is reconcile's to follow (it retries until the host is
+    ready, then points the webhook there); so are other Ready reasons, as for Deployments.
+    """
+
+    def change(bot: Mapping[str, Any]) -> dict[str, Any] | None:
+        status, meta = bot.get("status") or {}, bot["metadata"]
+        stored = conditions.find(status.get("conditions"), conditions.READY) or {}
+        if status.get("host") != host or meta.get("deletionTimestamp"):
+            return None
+        ready = host_ready_condition(host, deployment)
+        known = (stored.get("status"), stored.get("message")) == (ready.status_text, ready.message)
+        if stored.get("reason") not in HOSTED_REASONS or known:
+            return None
+        generation = stored.get("observedGeneration")
+        merged = conditions.merge_conditions(status["conditions"], [ready], generation=generation)
+        patch: dict[str, Any] = {"conditions": merged}
+        if status.get("phase") in {"Running", "Deploying"}:
+            patch["phase"] = "Running" if ready.status else "Deploying"
+        return patch
+
+    return change
+
+
+def members(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The TelegramBots a host's owner references name (every one of its bots, `hosting`)."""
+    return [
+        ref
+        for ref in (body.get("metadata") or {}).get("ownerReferences") or []
+        if ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("kind") == "TelegramBot"
+    ]
+
+
 def waits_for(bot: Mapping[str, Any], job: Mapping[str, Any], ref: Mapping[str, Any]) -> bool:
     """True if reconcile, at the bot's current generation, is waiting for exactly this Job.
 
@@ -104,7 +143,8 @@ def waits_for(bot: Mapping[str, Any], job: Mapping[str, Any], ref: Mapping[str, 
     migrated = conditions.find(status.get("conditions"), conditions.MIGRATED) or {}
     image = str(spec.get("image") or "")
     return (
-        meta.get("uid") == ref.get("uid")
+        children.runtime(spec) == "Dedicated"  # a Shared bot's Job is its own handler's to follow
+        and meta.get("uid") == ref.get("uid")
         and not meta.get("deletionTimestamp")
         and job["metadata"]["name"] == children.job_name(meta["name"], image)
         and status.get("migratedImage") != image
@@ -161,6 +201,23 @@ async def deployment_event(
         await change_status(clients, body.meta["namespace"], str(ref["name"]), change)
     except TRANSIENT as exc:
         logger.warning("readiness not reported, the webhook timer will: %s", exc)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=HOST_LABELS)
+async def host_event(
+    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """A bot host changed: the Ready of each bot it serves follows within one watch event."""
+    clients: Clients = memo.clients
+    deployment = None if event["type"] == "DELETED" else body
+    host, namespace = body.meta["name"], body.meta["namespace"]
+    for ref in members(body):
+        try:
+            await change_status(
+                clients, namespace, str(ref["name"]), host_readiness_change(host, deployment)
+            )
+        except TRANSIENT as exc:
+            logger.warning("readiness not reported, the webhook timer will: %s", exc)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=JOB_LABELS)

@@ -295,6 +295,7 @@ def test_settings_are_values(render, operator_config: Any) -> None:
                 "telegramTimeoutSeconds": 5,
                 "migrationPollSeconds": 2.5,
                 "blockedRetrySeconds": 30,
+                "hostPickupSeconds": 120,
             },
         }
     )
@@ -304,6 +305,7 @@ def test_settings_are_values(render, operator_config: Any) -> None:
     assert config.telegram_timeout_seconds == 5.0
     assert config.migration_poll_seconds == 2.5
     assert config.blocked_retry_seconds == 30.0
+    assert config.host_pickup_seconds == 120.0
     own = render({"operator": {"enabled": True, "telegramApiUrl": "https://tg.example.com"}})
     assert _environ(_container(own))["TELEGRAM_API_URL"] == "https://tg.example.com"
 

@@ -20,10 +20,12 @@ import yaml
 from operator_support import (
     PG_ADMIN_URL,
     TELEGRAMBOTS,
+    TEST_USER_AGENT,
     Cluster,
     FakeBotApi,
     OperatorThread,
     StampingEmulator,
+    granted,
 )
 
 # `operator/` holds the package; it must not shadow stdlib `operator`, so only the folder's
@@ -170,8 +172,13 @@ async def watching_operator(
 
 @pytest.fixture
 async def cluster(emulator: StampingEmulator, namespace: str) -> AsyncIterator[Cluster]:
-    async with aiohttp.ClientSession(base_url=str(emulator.url)) as session:
+    """The test's own API access; when the test is done, every call the operator made in it
+    must have been granted by k8s/operator/clusterrole.yaml (the emulator enforces no RBAC)."""
+    headers = {"User-Agent": TEST_USER_AGENT}
+    async with aiohttp.ClientSession(base_url=str(emulator.url), headers=headers) as session:
         yield Cluster(session, namespace)
+    denied = sorted(emulator.operator_calls - granted())
+    assert not denied, f"the ClusterRole does not grant what the operator did: {denied}"
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,8 +19,20 @@ import jsonpatch
 import kmock
 import kopf
 import pytest
+import yaml
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# The tests' own API calls (kubectl's and the controllers' part) carry this User-Agent; every
+# other call is the operator's, and the ClusterRole must grant it.
+TEST_USER_AGENT = "hello-bot-tests"
+CLUSTERROLE = Path(__file__).resolve().parents[2] / "k8s" / "operator" / "clusterrole.yaml"
+VERBS_BY_ACTION = {
+    "FETCH": "get",
+    "LIST": "list",
+    "WATCH": "watch",
+    "CREATE": "create",
+    "DELETE": "delete",
+}
 BOT_TOKEN = "123456:SECRET-test-token-never-log-me"
 TELEGRAMBOTS = "hello-bot.dev/v1alpha1/telegrambots"
 DEADLINE = 30.0
@@ -37,8 +50,11 @@ class StampingEmulator(kmock.KubernetesEmulator):
     """
 
     _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    # (API group, resource[/subresource], RBAC verb) of every call the operator made.
+    operator_calls: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        self._record(request)
         if request.resource is not None and isinstance(request.data, dict):
             if request.action == kmock.action.CREATE:
                 self._stamp_create(request.data, request.namespace)
@@ -48,6 +64,20 @@ class StampingEmulator(kmock.KubernetesEmulator):
             return await super()._handle(request)
         except jsonpatch.JsonPatchTestFailed as exc:
             raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
+
+    def _record(self, request: kmock.Request) -> None:
+        if request.resource is None or request.resource.plural is None or request.action is None:
+            return  # discovery: readable by every authenticated identity
+        if request.headers.get("User-Agent") == TEST_USER_AGENT:
+            return
+        if request.action == kmock.action.UPDATE:
+            verb = "patch" if request.method == kmock.method.PATCH else "update"
+        else:
+            verb = VERBS_BY_ACTION[request.action.name]
+        resource = request.resource.plural
+        if request.subresource:
+            resource += f"/{request.subresource}"
+        self.operator_calls.add((request.resource.group or "", resource, verb))
 
     def _stamp_create(self, data: dict[str, Any], namespace: str | None) -> None:
         meta = data.setdefault("metadata", {})
@@ -70,6 +100,18 @@ class StampingEmulator(kmock.KubernetesEmulator):
                 meta["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1
 
 
+def granted() -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) the operator's ClusterRole grants."""
+    rules = yaml.safe_load(CLUSTERROLE.read_text())["rules"]
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
 @attrs.define
 class FakeBotApi:
     """An in-test Bot API server on loopback that records every call."""
@@ -77,6 +119,8 @@ class FakeBotApi:
     calls: list[tuple[str, str]] = attrs.field(factory=list)
     webhook: dict[str, Any] = attrs.field(factory=lambda: {"url": "", "pending_update_count": 0})
     url: str = ""
+    # Every setWebhook call's parameters, in order.
+    set_webhooks: list[dict[str, Any]] = attrs.field(factory=list)
 
     async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         token, method = request.match_info["token"], request.match_info["method"]
@@ -91,6 +135,7 @@ class FakeBotApi:
         if method == "deleteWebhook":
             self.webhook = {"url": "", "pending_update_count": 0}
         elif method == "setWebhook":
+            self.set_webhooks.append(body)
             self.webhook = {"url": body["url"], "pending_update_count": 0}
         return aiohttp.web.json_response({"ok": True, "result": True})
 

@@ -39,7 +39,7 @@ def test_crd_identity_and_subresources(crd: dict[str, Any]) -> None:
     assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Ready", "Phase", "Webhook", "Age"]
+    assert columns == ["Ready", "Phase", "Webhook", "Host", "Age"]
 
 
 def test_schema_is_structural(crd: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import aiohttp
 import asyncpg
 import kopf
 import pytest
-from hello_operator import children, conditions, database, handlers, health, reconcile
+from hello_operator import children, conditions, database, handlers, health, reconcile, runtime
 from hello_operator.kube import KubeClient
 from hello_operator.settings import OperatorConfig
 from hello_operator.telegram import TelegramClient, TelegramError, WebhookInfo
@@ -185,7 +185,7 @@ async def test_reconcile_rejects_an_invalid_spec(
 ) -> None:
     bot = await make_bot(cluster, "bad", webhook={"host": "bad host"})
     with pytest.raises(reconcile.Blocked) as caught:
-        await reconcile.reconcile(clients, bot, bot.spec, bot.status, 0)
+        await runtime.reconcile(clients, bot, bot.spec, bot.status, 0)
     assert caught.value.reason == "InvalidSpec"
     assert caught.value.retry_after is None  # permanent until the spec changes
 
@@ -195,7 +195,7 @@ async def test_reconcile_reports_a_missing_secret(
 ) -> None:
     bot = await make_bot(cluster, "nosecret")
     with pytest.raises(reconcile.Blocked) as caught:
-        await reconcile.reconcile(clients, bot, bot.spec, bot.status, 0)
+        await runtime.reconcile(clients, bot, bot.spec, bot.status, 0)
     assert caught.value.reason == "TokenSecretNotFound"
     assert caught.value.retry_after == 0.1
     assert f"{cluster.ns}/tok" in caught.value.message
@@ -270,7 +270,7 @@ async def test_unreachable_database_blocks_with_a_reason(
         clients.config, shared_postgres_admin_url="postgresql://postgres@127.0.0.1:9/postgres"
     )
     with pytest.raises(reconcile.Blocked) as caught:
-        await reconcile.reconcile(
+        await runtime.reconcile(
             dataclasses.replace(clients, config=config), bot, bot.spec, bot.status, 2
         )
     assert caught.value.reason == "DatabaseUnavailable"

@@ -1,0 +1,240 @@
+"""Where a TelegramBot runs (`spec.runtime`), and moving it without losing an update.
+
+Telegram redelivers every update that was not answered 2xx, so a move keeps one order: the new
+target serves the bot and is ready -> Telegram is told the new URL -> the old target lets go.
+The old URL stays routed (Ingress) until the webhook points elsewhere, so nothing sent there in
+between is refused. Moves: Dedicated <-> Shared, and a Shared bot's new image (another host).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+import kopf
+
+from hello_operator import children, conditions, host_children, hosting
+from hello_operator.kube import object_path
+from hello_operator.reconcile import (
+    Blocked,
+    Clients,
+    Outcome,
+    Waiting,
+    adopt,
+    backoff,
+    check_references,
+    ensure_generated_secret,
+    host_ready_condition,
+    job_state,
+    migrated_for,
+    migration_failed,
+    read_token,
+    reconcile_dedicated,
+)
+from hello_operator.telegram import TelegramError
+
+
+async def reconcile(
+    clients: Clients,
+    owner: kopf.Body,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    retry: int,
+) -> Outcome:
+    problems = children.validate_spec(spec)
+    if problems:
+        raise Blocked("InvalidSpec", "; ".join(problems), retry_after=None)
+    previous_host = str(status.get("host") or "")
+    if children.runtime(spec) == "Shared":
+        return await reconcile_shared(
+            clients, owner, spec, status, previous_host=previous_host, retry=retry
+        )
+    # A move to a host that was called off may have got as far as the webhook: undo it in order.
+    previous_host = previous_host or str(status.get("joining") or "")
+    if not previous_host:
+        return await reconcile_dedicated(clients, owner, spec, status, retry)
+    # Leaving a host: it keeps its route until the bot's own Deployment has taken over.
+    token = await required_token(clients, owner, spec)
+    old_route = {f"{host_children.HOST_WEBHOOK_PATH}/{host_children.bot_id(token)}": previous_host}
+    outcome = await reconcile_dedicated(clients, owner, spec, status, retry, extra_routes=old_route)
+    if not outcome.ready.status:
+        raise Waiting(
+            outcome.ready.reason,
+            f"{outcome.ready.message}; {previous_host} serves the bot until then",
+            delay=clients.config.migration_poll_seconds,
+            condition=conditions.READY,
+            phase="Deploying",
+            fields=migrated_fields(outcome.migrated_image, "Dedicated"),
+        )
+    if children.webhook_host(spec):
+        secret = await ensure_generated_secret(clients, owner, spec)
+        url = f"https://{children.webhook_host(spec)}{children.webhook_path(spec)}"
+        await point_webhook(clients, token, url, secret["WEBHOOK_SECRET"])
+    await hosting.leave(
+        clients.kube,
+        owner,
+        previous_host,
+        telegram_api_url=clients.config.telegram_api_url,
+        pod=clients.config.bot_pod,
+    )
+    if children.webhook_host(spec):
+        await apply_ingress(
+            clients, owner, spec, {children.webhook_path(spec): owner["metadata"]["name"]}
+        )
+    return outcome
+
+
+def migrated_fields(image: str, runtime: str) -> dict[str, Any]:
+    return {"migratedImage": image, "migratedRuntime": runtime}
+
+
+async def required_token(clients: Clients, owner: kopf.Body, spec: Mapping[str, Any]) -> str:
+    token = await read_token(clients.kube, owner["metadata"]["namespace"], spec)
+    if token is None:
+        await check_references(clients, owner["metadata"]["namespace"], spec)  # raises Blocked
+        msg = "token Secret vanished"
+        raise Blocked("TokenSecretNotFound", msg, retry_after=clients.config.blocked_retry_seconds)
+    return token
+
+
+async def point_webhook(clients: Clients, token: str, url: str, secret: str) -> None:
+    """setWebhook unless Telegram already delivers to `url`; a failure is retried, never lost."""
+    try:
+        if (await clients.telegram.get_webhook_info(token)).url == url:
+            return
+        await clients.telegram.set_webhook(token, url=url, secret_token=secret)
+    except TelegramError as exc:
+        raise Blocked(
+            "SetWebhookFailed", str(exc), retry_after=clients.config.blocked_retry_seconds
+        ) from None
+
+
+async def migrate_tenant(clients: Clients, owner: kopf.Body, image: str, host: str) -> None:
+    """The bot's schema in the hosts' database at `image`'s head (a Job per bot and image)."""
+    config = clients.config
+    name = owner["metadata"]["name"]
+    manifest = host_children.render_job(name, image, host, config.telegram_api_url, config.bot_pod)
+    job = manifest["metadata"]["name"]
+    state = job_state(await clients.kube.ensure(adopt(manifest, owner)))
+    if state == "failed":
+        raise migration_failed(job, image)
+    if state != "succeeded":
+        raise Waiting(
+            "MigrationRunning",
+            f"Job {job} is migrating the bot's schema for image {image}",
+            delay=config.migration_poll_seconds,
+        )
+
+
+async def reconcile_shared(
+    clients: Clients,
+    owner: kopf.Body,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    *,
+    previous_host: str,
+    retry: int,
+) -> Outcome:
+    """Join the image's host, migrate the bot's schema, then move Telegram over to the host."""
+    name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+    config, kube = clients.config, clients.kube
+    await check_references(clients, namespace, spec)
+    token = await required_token(clients, owner, spec)
+    secret = (await ensure_generated_secret(clients, owner, spec))["WEBHOOK_SECRET"]
+    try:
+        await hosting.ensure_hosts_database(
+            kube,
+            config.shared_postgres_admin_url,
+            config.shared_postgres_host,
+            config.shared_postgres_port,
+            owner,
+        )
+    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        raise Blocked(
+            "DatabaseUnavailable",
+            f"shared PostgreSQL: {type(exc).__name__}: {exc}",
+            retry_after=backoff(retry),
+        ) from exc
+    image = str(spec["image"])
+    member = await hosting.join(
+        kube,
+        owner,
+        image,
+        host_children.bot_file(token, secret),
+        telegram_api_url=config.telegram_api_url,
+        pod=config.bot_pod,
+    )
+    host = member.host
+    # Until the move is done, status.host names whoever serves the bot now.
+    # `joining`: a host holding the bot's key that does not serve it yet (left if called off).
+    # Back to the host that serves it: a host it was joining meanwhile stays named until left.
+    joining = host if host != previous_host else status.get("joining")
+    serving = {"host": previous_host or None, "joining": joining or None}
+    try:
+        if migrated_for(status, "Shared") != image:
+            await migrate_tenant(clients, owner, image, host)
+    except Waiting as waiting:
+        waiting.fields |= serving
+        raise
+
+    url = host_children.webhook_url(spec, token)
+    new_path = url.removeprefix(f"https://{children.webhook_host(spec)}")
+    dedicated = await own_deployment(clients, owner)
+    old_routes: dict[str, str] = {}
+    if dedicated is not None:
+        old_routes[children.webhook_path(spec)] = name
+    # A new image's host gets the bot's path (the same URL) only once it is ready.
+    await apply_ingress(clients, owner, spec, {**old_routes, new_path: previous_host or host})
+
+    ready = host_ready_condition(host, member.deployment)
+    if not ready.status:
+        raise Waiting(
+            ready.reason,
+            ready.message,
+            delay=config.migration_poll_seconds,
+            condition=conditions.READY,
+            phase="Deploying",
+            fields=serving | migrated_fields(image, "Shared"),
+        )
+    loading = member.joined_at + config.host_pickup_seconds - time.time()
+    if loading > 0:
+        raise Waiting(
+            "HostLoadingBot",
+            f"host {host} reads the bot's file within {config.host_pickup_seconds:.0f} s",
+            delay=loading,
+            condition=conditions.READY,
+            phase="Deploying",
+            fields=serving | migrated_fields(image, "Shared"),
+        )
+    await point_webhook(clients, token, url, secret)
+    await apply_ingress(clients, owner, spec, {**old_routes, new_path: host})
+
+    # Telegram now delivers to the host: the old target lets go.
+    if dedicated is not None:
+        await kube.delete(object_path("apps/v1", "Deployment", namespace, name))
+        await kube.delete(object_path("v1", "Service", namespace, name))
+    for old in sorted({previous_host, str(status.get("joining") or "")} - {"", host}):
+        await hosting.leave(
+            kube, owner, old, telegram_api_url=config.telegram_api_url, pod=config.bot_pod
+        )
+    await apply_ingress(clients, owner, spec, {new_path: host})
+    return Outcome(migrated_image=image, ready=ready, host=host, runtime="Shared")
+
+
+async def apply_ingress(
+    clients: Clients, owner: kopf.Body, spec: Mapping[str, Any], routes: Mapping[str, str]
+) -> None:
+    await clients.kube.apply(
+        adopt(children.render_ingress(owner["metadata"]["name"], spec, routes), owner)
+    )
+
+
+async def own_deployment(clients: Clients, owner: kopf.Body) -> dict[str, Any] | None:
+    """The bot's Dedicated Deployment, if one (of this very TelegramBot) still exists."""
+    name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+    deployment = await clients.kube.get(object_path("apps/v1", "Deployment", namespace, name))
+    refs = ((deployment or {}).get("metadata") or {}).get("ownerReferences") or []
+    mine = any(ref.get("uid") == owner["metadata"]["uid"] for ref in refs)
+    return deployment if mine else None
