@@ -16,6 +16,7 @@ import structlog
 from aiogram import Bot
 from aiogram.client.session.base import BaseSession
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from bot.app import Runtime, create_bot, create_session, open_runtime
 from bot.bots_dir import BotEntry, read_bots_dir
@@ -29,6 +30,7 @@ from bot.observability.metrics import WEBHOOK_REQUESTS
 from bot.probes import create_probe_app, start_http
 from bot.tenant import Tenant
 from bot.web import WebhookHandler, register_webhook
+from bot.webhook_info import WebhookInfoCollector, watch_webhook
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +59,9 @@ class BotHost:
         self.state = state
         self.bots: dict[int, HostedBot] = {}
         self.problems: dict[str, str] = {}
+        # Telegram's view of each bot's webhook, on /metrics with the bot's name (run_host
+        # registers it).
+        self.webhook_info = WebhookInfoCollector()
         # A bot alone may hold half the database pool; next to other busy bots, its fair share.
         pool = self.settings.db_pool_size + self.settings.db_max_overflow
         self.fair_share = FairShare(max(2, pool // 2))
@@ -137,6 +142,7 @@ class BotHost:
         # retries what this one answers 404 until the new home serves it.
         self.bots.pop(hosted.tenant.bot_id, None)
         self.fair_share.forget(hosted.tenant.bot_id)
+        self.webhook_info.forget(hosted.entry.name)
         for task in hosted.tasks:
             task.cancel()
         if hosted.own_engine:
@@ -144,10 +150,13 @@ class BotHost:
         log.info("bot_removed", bot=hosted.entry.name)
 
     async def _register(self, hosted: HostedBot, schema: SchemaGate) -> None:
+        """setWebhook, then getWebhookInfo every WEBHOOK_INFO_INTERVAL_SECONDS, as `serve` does
+        (bot.web.start_webhook)."""
         settings = self.settings
+        url = f"{settings.webhook_url}{settings.webhook_path}/{hosted.tenant.bot_id}"
         accepted = await register_webhook(
             hosted.bot,
-            url=f"{settings.webhook_url}{settings.webhook_path}/{hosted.tenant.bot_id}",
+            url=url,
             secret=hosted.entry.secret.get_secret_value(),
             dp=self.runtime.dp,
             schema=schema,
@@ -155,6 +164,14 @@ class BotHost:
         )
         if not accepted:
             hosted.status = "token_refused"
+            return
+        await watch_webhook(
+            hosted.bot,
+            name=hosted.entry.name,
+            expected_url=url,
+            collector=self.webhook_info,
+            interval=settings.webhook_info_interval_seconds,
+        )
 
     async def watch(self, interval: float = RESCAN_SECONDS) -> None:
         while True:
@@ -215,6 +232,8 @@ async def run_host(settings: Settings) -> None:
         stack.push_async_callback(session.close)
         host = BotHost(runtime, session=session, state=ServerState())
         stack.push_async_callback(host.close)
+        REGISTRY.register(host.webhook_info)
+        stack.callback(REGISTRY.unregister, host.webhook_info)
         await host.sync()
         await start_http(create_host_app(host), host=settings.host, port=settings.port, stack=stack)
         log.info("host_started", port=settings.port, bots=len(host.bots))

@@ -191,6 +191,7 @@ def start_webhook(
         # Watched from registration on: before it, Telegram still has the previous URL.
         await watch_webhook(
             app.bot,
+            name=app.tenant.name,
             expected_url=settings.webhook_url + settings.webhook_path,
             collector=collector,
             interval=settings.webhook_info_interval_seconds,

@@ -53,6 +53,7 @@ def _histogram(counts_per_minute: dict[str, int]) -> dict[str, str]:
 
 
 POD = {"pod": "bot-1"}
+SHOP, NEWS = {"bot": "shop"}, {"bot": "news"}
 
 SCENARIOS: dict[str, Scenario] = {
     "HelloBotWebhook5xx": Scenario(
@@ -203,18 +204,19 @@ SCENARIOS: dict[str, Scenario] = {
         # Deliveries keep failing (the error stays recent) while updates wait at Telegram.
         firing=Case(
             {
-                s("hello_bot_webhook_pending_updates"): "0x3 5+5x30",
-                s("hello_bot_webhook_last_error_age_seconds"): "0x3 30x30",
-                s("hello_bot_webhook_url_expected"): "1x33",
+                s("hello_bot_webhook_pending_updates", **SHOP): "0x3 5+5x30",
+                s("hello_bot_webhook_last_error_age_seconds", **SHOP): "0x3 30x30",
+                s("hello_bot_webhook_url_expected", **SHOP): "1x33",
             },
             "20m",
+            labels=SHOP,
         ),
         # An old error with a small backlog is ordinary traffic, not an outage.
         quiet=Case(
             {
-                s("hello_bot_webhook_pending_updates"): "2x30",
-                s("hello_bot_webhook_last_error_age_seconds"): "3600+60x30",
-                s("hello_bot_webhook_url_expected"): "1x30",
+                s("hello_bot_webhook_pending_updates", **SHOP): "2x30",
+                s("hello_bot_webhook_last_error_age_seconds", **SHOP): "3600+60x30",
+                s("hello_bot_webhook_url_expected", **SHOP): "1x30",
             },
             "30m",
         ),
@@ -223,10 +225,11 @@ SCENARIOS: dict[str, Scenario] = {
             (
                 Case(
                     {
-                        s("hello_bot_webhook_pending_updates"): "0x30",
-                        s("hello_bot_webhook_url_expected"): "1x3 0x30",
+                        s("hello_bot_webhook_pending_updates", **SHOP): "0x30",
+                        s("hello_bot_webhook_url_expected", **SHOP): "1x3 0x30",
                     },
                     "20m",
+                    labels=SHOP,
                 ),
                 True,
             ),
@@ -234,13 +237,28 @@ SCENARIOS: dict[str, Scenario] = {
             (
                 Case(
                     {
-                        s("hello_bot_webhook_pending_updates"): "0x30",
-                        s("hello_bot_webhook_last_error_age_seconds"): "10x30",
-                        s("hello_bot_webhook_url_expected"): "1x30",
+                        s("hello_bot_webhook_pending_updates", **SHOP): "0x30",
+                        s("hello_bot_webhook_last_error_age_seconds", **SHOP): "10x30",
+                        s("hello_bot_webhook_url_expected", **SHOP): "1x30",
                     },
                     "30m",
                 ),
                 False,
+            ),
+            # The host: one bot's webhook fails, the other's is fine; the alert names the one.
+            (
+                Case(
+                    {
+                        s("hello_bot_webhook_pending_updates", **SHOP): "0x3 5+5x30",
+                        s("hello_bot_webhook_last_error_age_seconds", **SHOP): "0x3 30x30",
+                        s("hello_bot_webhook_url_expected", **SHOP): "1x33",
+                        s("hello_bot_webhook_pending_updates", **NEWS): "1x33",
+                        s("hello_bot_webhook_url_expected", **NEWS): "1x33",
+                    },
+                    "20m",
+                    labels=SHOP,
+                ),
+                True,
             ),
         ),
     ),

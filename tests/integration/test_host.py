@@ -196,6 +196,41 @@ async def test_a_refused_token_is_reported_and_the_others_serve(
     assert body["checks"]["bots"]["news"]["status"] == "serving"
 
 
+async def test_each_bots_webhook_is_watched_under_its_name(
+    make_host: Callable[..., Awaitable[Host]], fake_telegram: FakeTelegram
+) -> None:
+    """getWebhookInfo per bot, with its own token, against its own URL; gone when it leaves."""
+    host = await make_host(
+        ("shop", SHOP),
+        ("news", NEWS),
+        webhook_url="https://bots.example.com",
+        webhook_info_interval_seconds=0.05,
+    )
+    await until(lambda: len(fake_telegram.calls_to("setWebhook")) == 2)
+    # The fake Bot API has one webhook for every token: now the shop's, with a backlog.
+    fake_telegram.webhook = {
+        "url": f"https://bots.example.com/webhook/{SHOP[0]}",
+        "pending_update_count": 2,
+    }
+    views = host.host.webhook_info.views
+
+    def seen() -> bool:
+        shop, news = views.get("shop"), views.get("news")
+        return bool(shop and shop.pending_update_count == 2 and news)
+
+    await until(seen)
+    await until(lambda: not views["news"].url_expected)
+    assert views["shop"].url_expected
+    assert {call.token for call in fake_telegram.calls_to("getWebhookInfo")} == {SHOP[1], NEWS[1]}
+    (host.bots_dir / "news.env").unlink()
+    await host.host.sync()
+    assert set(views) == {"shop"}
+    asked = len(fake_telegram.calls_to("getWebhookInfo"))
+    await until(lambda: len(fake_telegram.calls_to("getWebhookInfo")) > asked + 2)
+    assert NEWS[1] not in {call.token for call in fake_telegram.calls_to("getWebhookInfo")[asked:]}
+    assert set(views) == {"shop"}
+
+
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

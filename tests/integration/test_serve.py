@@ -186,7 +186,7 @@ async def _metrics_once(bot: BotProcess, line: str, timeout: float = 10) -> str:
 
 
 async def test_serve_exports_telegrams_view_of_delivery(
-    make_bot_process: Callable[..., BotProcess], fake_telegram: FakeTelegram
+    make_bot_process: Callable[..., BotProcess], fake_telegram: FakeTelegram, project_name: str
 ) -> None:
     bot = make_bot_process(
         WEBHOOK_URL="https://bot.example.com", WEBHOOK_INFO_INTERVAL_SECONDS="0.1"
@@ -194,8 +194,9 @@ async def test_serve_exports_telegrams_view_of_delivery(
     await bot.start()
     await fake_telegram.wait_for("setWebhook")
     # Telegram has the URL serve registered (the fake keeps what setWebhook said).
-    text = await _metrics_once(bot, "hello_bot_webhook_url_expected 1.0")
-    assert "hello_bot_webhook_pending_updates 0.0" in text.splitlines()
+    label = f'{{bot="{project_name}"}}'
+    text = await _metrics_once(bot, f"hello_bot_webhook_url_expected{label} 1.0")
+    assert f"hello_bot_webhook_pending_updates{label} 0.0" in text.splitlines()
     assert "hello_bot_webhook_last_error_age_seconds" not in text
     # Telegram starts failing to reach us: the backlog and the error show on the next scrape.
     fake_telegram.webhook = {
@@ -204,7 +205,7 @@ async def test_serve_exports_telegrams_view_of_delivery(
         "last_error_date": int(time.time()) - 3,
         "last_error_message": "Connection refused",
     }
-    text = await _metrics_once(bot, "hello_bot_webhook_pending_updates 5.0")
+    text = await _metrics_once(bot, f"hello_bot_webhook_pending_updates{label} 5.0")
     (age,) = [x for x in text.splitlines() if x.startswith("hello_bot_webhook_last_error_age")]
     assert 2 <= float(age.rsplit(" ", 1)[1]) < 60
     assert await bot.stop() == 0  # the watch is cancelled on shutdown, not an error

@@ -20,9 +20,11 @@ from tests.support.fake_telegram import FakeTelegram, Scripted
 
 EXPECTED_URL = "https://bot.example.com/webhook"
 NOW = 1_790_000_000.0
+BOT = "shop"
 
 
-def _samples(registry: CollectorRegistry) -> dict[str, float]:
+def _samples(registry: CollectorRegistry, bot: str = BOT) -> dict[str, float]:
+    """One bot's samples by name (every series carries the bot's name)."""
     text = generate_latest(registry).decode()
     assert TEST_TOKEN not in text
     assert TEST_TOKEN.split(":")[1] not in text
@@ -30,6 +32,7 @@ def _samples(registry: CollectorRegistry) -> dict[str, float]:
         sample.name: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
+        if sample.labels == {"bot": bot}
     }
 
 
@@ -55,7 +58,7 @@ async def watching(
     collector = WebhookInfoCollector(clock=lambda: NOW)
     registry.register(collector)
     task = asyncio.create_task(
-        watch_webhook(bot, expected_url=EXPECTED_URL, collector=collector, interval=0.01)
+        watch_webhook(bot, name=BOT, expected_url=EXPECTED_URL, collector=collector, interval=0.01)
     )
     yield registry
     task.cancel()
@@ -108,7 +111,9 @@ async def test_failures_are_logged_not_fatal_and_export_nothing_misleading(
     registry.register(collector)
     with capture_logs() as logs:
         task = asyncio.create_task(
-            watch_webhook(bot, expected_url=EXPECTED_URL, collector=collector, interval=0.01)
+            watch_webhook(
+                bot, name=BOT, expected_url=EXPECTED_URL, collector=collector, interval=0.01
+            )
         )
         await fake_telegram.wait_for("getWebhookInfo", count=3, timeout=5)
         # Before any answer: no zeros that would read as "wrong URL" or "no backlog".
@@ -138,16 +143,17 @@ def test_a_new_delivery_error_and_a_url_change_are_logged_once() -> None:
         url_expected=True,
     )
     with capture_logs() as logs:
-        collector.observe(failing)
-        collector.observe(failing)  # the same error again: no second line
+        collector.observe(BOT, failing)
+        collector.observe(BOT, failing)  # the same error again: no second line
         collector.observe(
+            BOT,
             WebhookView(
                 url="https://other.example.com/hook",
                 pending_update_count=12,
                 last_error_at=NOW - 5,
                 last_error_message="SSL error",
                 url_expected=False,
-            )
+            ),
         )
     assert [(e["event"], e["log_level"]) for e in logs] == [
         ("webhook_delivery_failed", "warning"),
@@ -155,7 +161,40 @@ def test_a_new_delivery_error_and_a_url_change_are_logged_once() -> None:
         ("webhook_url_unexpected", "warning"),
     ]
     assert logs[0]["error"] == "SSL error"
+    assert {e["bot"] for e in logs} == {BOT}
     assert logs[2]["registered"] == "https://other.example.com/hook"
+
+
+def test_each_bot_has_its_own_series_until_it_leaves() -> None:
+    from bot.webhook_info import WebhookView  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    collector = WebhookInfoCollector(clock=lambda: NOW)
+    registry.register(collector)
+
+    def view(pending: int, *, expected: bool, error_at: float | None) -> WebhookView:
+        return WebhookView(
+            url=EXPECTED_URL,
+            pending_update_count=pending,
+            last_error_at=error_at,
+            last_error_message="",
+            url_expected=expected,
+        )
+
+    collector.observe("shop", view(4, expected=True, error_at=NOW - 30))
+    collector.observe("news", view(0, expected=False, error_at=None))
+    assert _samples(registry, "shop") == {
+        "hello_bot_webhook_pending_updates": 4,
+        "hello_bot_webhook_url_expected": 1,
+        "hello_bot_webhook_last_error_age_seconds": 30,
+    }
+    assert _samples(registry, "news") == {
+        "hello_bot_webhook_pending_updates": 0,
+        "hello_bot_webhook_url_expected": 0,
+    }
+    collector.forget("shop")
+    assert _samples(registry, "shop") == {}
+    assert _samples(registry, "news")
 
 
 def test_dates_come_from_telegram_as_unix_time() -> None:
