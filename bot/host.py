@@ -62,9 +62,11 @@ class BotHost:
         # Telegram's view of each bot's webhook, on /metrics with the bot's name (run_host
         # registers it).
         self.webhook_info = WebhookInfoCollector()
-        # A bot alone may hold half the database pool; next to other busy bots, its fair share.
+        # A bot alone may hold half the database pool; next to other busy bots, its fair share,
+        # but two at least: with one, two updates of one chat arriving together already meet a
+        # 503 whenever many bots are active.
         pool = self.settings.db_pool_size + self.settings.db_max_overflow
-        self.fair_share = FairShare(max(2, pool // 2))
+        self.fair_share = FairShare(max(2, pool // 2), floor=2)
 
     async def sync(self) -> None:
         snapshot = await asyncio.to_thread(read_bots_dir, self.settings.require_bots_dir())
