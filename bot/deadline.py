@@ -2,8 +2,9 @@
 
 A reply paced by flood control (1 message/s per chat, 30/s per bot) is not stuck: 30 messages
 from one chat take 27 s to answer by design. So the deadline (UPDATE_TIMEOUT_SECONDS) counts
-work only; time an update spends waiting for Telegram's pacing moves it back, up to a pause
-allowance. A wait longer than what is left of the allowance is refused up front
+work only, and time spent waiting for Telegram's pacing moves it back. The whole update, work
+and waits, stays within a budget of twice the deadline (at most 50 s: a webhook answer must
+reach Telegram within its 60 s). A wait that would end past the budget is refused up front
 (`PacingBacklogError`, retryable): the update is retried once the queue ahead has gone.
 """
 
@@ -31,8 +32,8 @@ _current: contextvars.ContextVar[UpdateDeadline | None] = contextvars.ContextVar
 
 
 def pause_allowance(deadline: float) -> float:
-    """How long an update may wait for pacing on top of its `deadline`: as long again, within
-    the webhook's answer budget (25 s for the default 25 s deadline)."""
+    """How much longer than its `deadline` an update may take by waiting for pacing: as long
+    again, within the webhook's answer budget (25 s for the default 25 s deadline)."""
     return max(0.0, min(deadline, WEBHOOK_ANSWER_BUDGET_SECONDS - deadline))
 
 
@@ -42,29 +43,31 @@ def current_deadline() -> UpdateDeadline | None:
 
 
 class UpdateDeadline:
-    """One update's deadline; paced waits push it back while its allowance lasts."""
+    """One update's deadline, which paced waits push back, within its total budget."""
 
     def __init__(
         self,
         timeout: asyncio.Timeout,
         *,
-        allowance: float,
+        budget: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._timeout = timeout
         self._clock = clock
-        self.allowance_left = allowance
+        self._ends = clock() + budget
+
+    def pause_left(self) -> float:
+        """How long a paced wait starting now may last: what remains of the budget, whatever
+        the work so far has used of it."""
+        return self._ends - self._clock()
 
     def can_pause(self, seconds: float) -> bool:
-        return seconds <= self.allowance_left
+        return seconds <= self.pause_left()
 
     @asynccontextmanager
     async def paused(self, planned: float) -> AsyncIterator[None]:
         """Waits inside do not count against the deadline. The deadline moves by `planned`
-        before the wait (or the wait itself could hit it), then by what was actually spent."""
-        if not self.can_pause(planned):
-            msg = f"a paced wait of {planned:.1f}s exceeds the {self.allowance_left:.1f}s left"
-            raise ValueError(msg)
+        before the wait (or the wait itself could hit it), then back by what was not spent."""
         self._shift(planned)
         started = self._clock()
         try:
@@ -72,7 +75,6 @@ class UpdateDeadline:
         finally:
             spent = min(self._clock() - started, planned)
             self._shift(spent - planned)
-            self.allowance_left -= spent
 
     def _shift(self, seconds: float) -> None:
         when = self._timeout.when()
@@ -81,13 +83,13 @@ class UpdateDeadline:
 
 
 class DeadlineMiddleware(BaseMiddleware):
-    """Outer middleware on ``update``, inside dedup (so it counts from the claim): processing
-    gets `seconds`, plus paced waits up to `pause_allowance(seconds)`; then TimeoutError, which
-    is retryable."""
+    """Outer middleware on ``update``, inside dedup (so it counts from the claim): work gets
+    `seconds`, work and paced waits together `seconds + pause_allowance(seconds)`; past either,
+    TimeoutError (retryable) or PacingBacklogError (retryable, refused before waiting)."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.allowance = pause_allowance(seconds)
+        self.budget = seconds + pause_allowance(seconds)
 
     async def __call__(
         self,
@@ -96,7 +98,7 @@ class DeadlineMiddleware(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         async with asyncio.timeout(self.seconds) as timeout:
-            token = _current.set(UpdateDeadline(timeout, allowance=self.allowance))
+            token = _current.set(UpdateDeadline(timeout, budget=self.budget))
             try:
                 return await handler(event, data)
             finally:

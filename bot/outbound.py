@@ -68,7 +68,7 @@ def pin_response_models() -> tuple[type, ...]:
 
 
 def paused(deadline: UpdateDeadline | None, seconds: float) -> AbstractAsyncContextManager[None]:
-    """A wait for Telegram's pacing: off the update's deadline while its allowance lasts."""
+    """A wait for Telegram's pacing: off the update's deadline, if it fits in its budget."""
     if deadline is None or not deadline.can_pause(seconds):
         return contextlib.nullcontext()
     return deadline.paused(seconds)
@@ -127,8 +127,8 @@ class RetryMiddleware(BaseRequestMiddleware):
                 raise error
             BOT_API_RETRIES.labels(name, reason).inc()
             log.info("bot_api_retry", method=name, reason=reason, attempt=attempt, delay=delay)
-            # Telegram's retry_after is pacing too: not counted against the deadline while the
-            # update's allowance lasts.
+            # Telegram's retry_after is pacing too: not counted against the deadline when it
+            # fits in the update's budget.
             deadline = current_deadline() if reason == "flood_wait" else None
             async with paused(deadline, delay):
                 await self._sleep(delay)
@@ -285,8 +285,8 @@ class FloodControlMiddleware(BaseRequestMiddleware):
         if deadline is not None and not deadline.can_pause(reservation.delay):
             reservation.cancel()
             BOT_API_PACING_REFUSED.inc()
-            # Worth retrying once the wait fits in a fresh update's allowance.
-            raise PacingBacklogError(max(0.1, reservation.delay - deadline.allowance_left))
+            # Worth retrying once the rest of the wait fits in a fresh update's budget.
+            raise PacingBacklogError(max(0.1, reservation.delay - deadline.pause_left()))
         BOT_API_THROTTLED.observe(reservation.delay)
         try:
             async with paused(deadline, reservation.delay):

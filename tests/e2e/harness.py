@@ -65,6 +65,10 @@ class Sizes:
     updates: int  # per fault scenario
     rate: float  # updates released per second in the fault scenarios
     hostile_rounds: int
+    # Flood-control scenarios: updates from one chat at once (paced at 1/s), and distinct users
+    # at once (paced at 30/s).
+    chat_burst: int = 30
+    global_burst_users: int = 300
 
     @classmethod
     def fast(cls) -> Sizes:
@@ -72,7 +76,10 @@ class Sizes:
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls(burst_updates=5000, burst_users=500, updates=2000, rate=200, hostile_rounds=40)
+        return cls(
+            burst_updates=5000, burst_users=500, updates=2000, rate=200, hostile_rounds=40,
+            global_burst_users=900,
+        )  # fmt: skip
 
 
 @dataclass
@@ -97,7 +104,7 @@ class Row:
 
 
 COLUMNS = (
-    ("scenario", 24), ("sent", 6), ("posts", 6), ("replied", 7), ("dups", 5),
+    ("scenario", 32), ("sent", 6), ("posts", 6), ("replied", 7), ("dups", 5),
     ("ack-lost dups", 13), ("lost", 5), ("5xx", 5), ("p99 ms", 7), ("secs", 5), ("verdict", 7),
 )  # fmt: skip
 
@@ -840,6 +847,92 @@ async def _raw_abuse(port: int) -> None:
             await writer.wait_closed()
 
 
+# --------------------------------------------------------------------------- flood control
+
+
+# Telegram's limits, as the bot keeps them by default (flood control on).
+PACED = {"TELEGRAM_RATE_LIMIT": "30", "TELEGRAM_CHAT_RATE_LIMIT": "1"}
+
+
+async def polling_burst(env: Environment, row: Row, items: list[Tracked]) -> Row:
+    """`python -m bot poll` with flood control on; every update queued at "Telegram" at once.
+    Polling confirms an update (getUpdates offset) once the bot has started it: an update is
+    lost when it was never answered, a duplicate when answered twice."""
+    fake = FakeTelegram()
+    await fake.start()
+    project = f"e2e-{uuid.uuid4().hex[:10]}"
+    bot = BotProcess(bot_env(env, fake, project, **PACED), cwd=env.workdir, command="poll")
+    started = time.monotonic()
+    try:
+        await bot.start()
+        queued_at = time.monotonic()
+        for item in items:
+            fake.updates.put_nowait(json.loads(item.body))
+        # Paced replies take about a second each per chat, plus 1/30 s each overall.
+        expected = max(Counter(i.chat_id for i in items).values()) + len(items) / 30
+        await wait_until(
+            lambda: len(_replied(fake)) >= len(items), 2 * expected + 30, "every reply", row
+        )
+        await asyncio.sleep(2)  # a late duplicate would land now
+        replies = [c for c in fake.calls_to("sendMessage") if c.delivered]
+        first_reply: dict[int, float] = {}
+        for call in replies:
+            first_reply.setdefault(int(call.params["message_thread_id"]), call.at)
+    finally:
+        code = await bot.stop()
+        if code != 0:
+            row.failures.append(f"bot exited with {code}")
+        row.notes.extend(_crash_lines(bot))
+        await fake.stop()
+        await drop_keys(env.redis_url, project)
+        row.seconds = time.monotonic() - started
+    sim = SimulatedTelegram(bot.url)  # for the account only: polling has no webhook answers
+    sim.latencies = [
+        first_reply[i.update_id] - queued_at for i in items if i.update_id in first_reply
+    ]
+    for item in items:
+        item.acked = item.update_id < fake.confirmed_offset
+    account(row, items, fake, sim)
+    retried = bot.text.count("update_redelivered_in_process")
+    row.notes.append(
+        f"last reply {max(sim.latencies, default=0):.1f} s after the burst; "
+        f"{retried} in-process redeliveries; p99 is time to reply"
+    )
+    return row
+
+
+def _replied(fake: FakeTelegram) -> set[int]:
+    return {int(c.params["message_thread_id"]) for c in fake.calls_to("sendMessage") if c.delivered}
+
+
+async def polling_chat_burst(env: Environment, sizes: Sizes) -> Row:
+    """30 updates from one chat at once: paced at 1 reply/s, the last ones wait past the update
+    deadline (25 s); they must be answered, not dropped."""
+    row = Row(f"polling burst {sizes.chat_burst} from one chat")
+    return await polling_burst(env, row, Traffic(1).make(sizes.chat_burst))
+
+
+async def polling_global_burst(env: Environment, sizes: Sizes) -> Row:
+    """Distinct users at once, one update each: the global 30/s budget paces them."""
+    users = sizes.global_burst_users
+    row = Row(f"polling burst {users} users")
+    return await polling_burst(env, row, Traffic(users).make(users))
+
+
+async def webhook_chat_burst(env: Environment, sizes: Sizes) -> Row:
+    """The same burst from one chat through the webhook, flood control on: answered in full,
+    with a 503 only for a reply that would wait past the answer budget."""
+    row = Row(f"webhook burst {sizes.chat_burst} from one chat")
+    items = Traffic(1).make(sizes.chat_burst)
+    async with scenario_setup(env, row, **PACED) as (fake, bot, _):
+        sim = SimulatedTelegram(bot.url, attempt_timeout=60.0)
+        async with sim.running():
+            await sim.run(items, give_up_after=120)
+    account(row, items, fake, sim)
+    row.notes.append(f"{row.answered_5xx} answers 503 (replies that would wait past the budget)")
+    return row
+
+
 SCENARIOS: dict[str, Callable[[Environment, Sizes], Awaitable[Row]]] = {
     "burst": burst,
     "redelivery": redelivery,
@@ -849,4 +942,7 @@ SCENARIOS: dict[str, Callable[[Environment, Sizes], Awaitable[Row]]] = {
     "bot_api": bot_api_faults,
     "hostile": hostile,
     "sigkill": sigkill_handover,
+    "polling_chat_burst": polling_chat_burst,
+    "polling_global_burst": polling_global_burst,
+    "webhook_chat_burst": webhook_chat_burst,
 }

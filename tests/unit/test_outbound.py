@@ -207,21 +207,21 @@ async def test_a_paced_wait_does_not_count_against_the_deadline() -> None:
     assert replies == ["ok"] * 2
 
 
-async def test_a_wait_longer_than_the_allowance_is_refused_up_front() -> None:
-    """The wait the deadline allows on top of itself is bounded: beyond it the reply is refused
-    at once (retryable) and its slot given back, rather than waiting to be cut off."""
+async def test_a_wait_past_the_budget_is_refused_up_front() -> None:
+    """Work and paced waits together get twice the deadline: a reply that would wait past that
+    is refused at once (retryable) and its slot given back, rather than waiting to be cut off."""
     time = FakeTime()
     flood = FloodControlMiddleware(
         global_rate=0, chat_rate=1, chat_burst=1, clock=time.clock, sleep=time.sleep
     )
-    for _ in range(3):
-        flood.delay_for(SEND.chat_id, bot_id=BOT.id)  # 2 s of replies queued for this chat
+    for _ in range(4):
+        flood.delay_for(SEND.chat_id, bot_id=BOT.id)  # 3 s of replies queued for this chat
     with pytest.raises(PacingBacklogError) as refused:
-        await _paced_reply(flood, 1.5)  # allowance 1.5 s < the 3 s this reply would wait
-    assert refused.value.retry_after == pytest.approx(1.5)
+        await _paced_reply(flood, 1.5)  # budget 3 s < the 4 s this reply would wait
+    assert refused.value.retry_after == pytest.approx(1.0, abs=0.1)
     assert is_retryable(refused.value)
     assert time.slept == []
-    assert flood.delay_for(SEND.chat_id, bot_id=BOT.id) == 3.0  # the refused slot came back
+    assert flood.delay_for(SEND.chat_id, bot_id=BOT.id) == 4.0  # the refused slot came back
 
 
 def test_the_allowance_keeps_a_webhook_answer_under_telegrams_timeout() -> None:
