@@ -41,6 +41,8 @@ class Scripted:
     delivered: bool = False
     # Set: the answer waits for this event (a Bot API that hangs until the test lets it go).
     hold: asyncio.Event | None = None
+    # Set: answered with this HTML instead of JSON (a proxy's error page in front of the API).
+    html: str | None = None
 
 
 # (method, params) -> an answer to give instead of the default one, or None for the default.
@@ -112,6 +114,11 @@ class FakeTelegram:
                 await asyncio.sleep(scripted.delay)
             if scripted.hold is not None:
                 await scripted.hold.wait()
+            if scripted.html is not None:
+                call.status = scripted.status
+                return web.Response(
+                    text=scripted.html, status=scripted.status, content_type="text/html"
+                )
             if scripted.body is not None:
                 call.status = scripted.status
                 return web.json_response(scripted.body, status=scripted.status)
