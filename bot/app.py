@@ -127,9 +127,10 @@ def create_dispatcher(
     dp = Dispatcher(name=settings.project_name, user_service=user_service)
     for middleware in around:
         dp.update.outer_middleware(middleware)
-    # Outer on update, in this order: the observer first, so every update (duplicates, unwanted
-    # and failed ones included) gets its log context, metrics and canonical line; then dedup,
-    # so a duplicate is skipped before any filter or handler runs.
+    # Outer on update, in this order: what the mode wraps around each update (so a retry is a
+    # whole new pass); the observer, so every update (duplicates, unwanted and failed ones
+    # included) gets its log context, metrics and canonical line; then dedup, so a duplicate is
+    # skipped before any filter or handler runs; then the deadline, counted from the claim.
     dp.update.outer_middleware(
         UpdateObserverMiddleware(
             tracer=trace.get_tracer("bot", tracer_provider=resources.tracer_provider)

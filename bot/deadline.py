@@ -22,8 +22,8 @@ from aiogram.types import TelegramObject
 
 from bot.middlewares import NextHandler
 
-# Telegram gives a webhook answer about 60 s; the dedup claim may wait 5 s before processing
-# starts. Work plus paced waits stay under what is left, with a margin.
+# Telegram waits about 60 s for a webhook's answer, and the dedup claim may wait 5 s before
+# processing starts: work plus paced waits stay under what is left, with a margin.
 WEBHOOK_ANSWER_BUDGET_SECONDS = 50.0
 
 _current: contextvars.ContextVar[UpdateDeadline | None] = contextvars.ContextVar(

@@ -69,6 +69,9 @@ class Sizes:
     # at once (paced at 30/s).
     chat_burst: int = 30
     global_burst_users: int = 300
+    # Soak: updates at a steady rate through one process, RSS sampled as they go.
+    soak_updates: int = 6000
+    soak_rate: float = 250
 
     @classmethod
     def fast(cls) -> Sizes:
@@ -78,7 +81,7 @@ class Sizes:
     def full(cls) -> Sizes:
         return cls(
             burst_updates=5000, burst_users=500, updates=2000, rate=200, hostile_rounds=40,
-            global_burst_users=900,
+            global_burst_users=900, soak_updates=50_000, soak_rate=300,
         )  # fmt: skip
 
 
@@ -929,7 +932,73 @@ async def webhook_chat_burst(env: Environment, sizes: Sizes) -> Row:
         async with sim.running():
             await sim.run(items, give_up_after=120)
     account(row, items, fake, sim)
+    # The whole burst's pacing (about 1 s per reply) fits in an answer's budget (50 s): every
+    # delivery is held until its reply went out, none is sent back to wait for a redelivery.
+    if row.answered_5xx and sizes.chat_burst <= 45:
+        row.failures.append(f"{row.answered_5xx} answers 503 for a burst that fits the budget")
     row.notes.append(f"{row.answered_5xx} answers 503 (replies that would wait past the budget)")
+    return row
+
+
+# --------------------------------------------------------------------------- soak
+
+SOAK_SAMPLE_SECONDS = 3.0
+SOAK_WARM_UP_SHARE = 0.2  # RSS settles (pools, caches, interned strings) in the first fifth
+# Steady state: RSS may wander, but not climb. Allocator noise over a 2-minute run stays well
+# under this; a leak of a few hundred bytes per update does not.
+SOAK_MAX_SLOPE_MIB_PER_10K = 2.0
+
+
+def rss_slope(samples: list[tuple[int, float]]) -> float:
+    """Least-squares slope of RSS (MiB) against updates acknowledged, per 10,000 updates."""
+    n = len(samples)
+    if n < 3:
+        return 0.0
+    mean_x = sum(x for x, _ in samples) / n
+    mean_y = sum(y for _, y in samples) / n
+    var = sum((x - mean_x) ** 2 for x, _ in samples)
+    if var == 0:
+        return 0.0
+    cov = sum((x - mean_x) * (y - mean_y) for x, y in samples)
+    return cov / var * 10_000
+
+
+async def soak(env: Environment, sizes: Sizes) -> Row:
+    """Updates at a steady rate from a fixed set of users through one `serve`; RSS sampled every
+    few seconds. Fails when RSS keeps growing after the warm-up."""
+    row = Row(f"soak {sizes.soak_updates} updates")
+    items = Traffic(1000).make(sizes.soak_updates)
+    samples: list[tuple[int, float]] = []
+    async with scenario_setup(env, row) as (fake, bot, _):
+        assert bot.process is not None
+        proc = psutil.Process(bot.process.pid)
+        sim = SimulatedTelegram(bot.url)
+
+        async def sample() -> None:
+            while True:
+                samples.append((sim.acked, proc.memory_info().rss / MiB))
+                await asyncio.sleep(SOAK_SAMPLE_SECONDS)  # the sampling period
+
+        sampler = asyncio.create_task(sample())
+        try:
+            async with sim.running():
+                await sim.run(items, rate=sizes.soak_rate)
+        finally:
+            sampler.cancel()
+        samples.append((sim.acked, proc.memory_info().rss / MiB))
+    account(row, items, fake, sim)
+    steady = [s for s in samples if s[0] >= SOAK_WARM_UP_SHARE * len(items)]
+    slope = rss_slope(steady)
+    first, last = samples[0][1], samples[-1][1]
+    row.notes.append(
+        f"RSS {first:.0f} -> {last:.0f} MiB ({len(samples)} samples); after warm-up "
+        f"{steady[0][1] if steady else 0:.0f} -> {last:.0f} MiB, slope {slope:+.2f} MiB per "
+        f"10k updates (bound {SOAK_MAX_SLOPE_MIB_PER_10K})"
+    )
+    if len(steady) < 5:
+        row.failures.append(f"only {len(steady)} RSS samples after warm-up")
+    elif slope > SOAK_MAX_SLOPE_MIB_PER_10K:
+        row.failures.append(f"RSS keeps growing: {slope:+.2f} MiB per 10k updates")
     return row
 
 
@@ -946,3 +1015,5 @@ SCENARIOS: dict[str, Callable[[Environment, Sizes], Awaitable[Row]]] = {
     "polling_global_burst": polling_global_burst,
     "webhook_chat_burst": webhook_chat_burst,
 }
+# Minutes long: run by `python -m benchmarks.resilience`, not by the test suite.
+LONG_SCENARIOS: dict[str, Callable[[Environment, Sizes], Awaitable[Row]]] = {"soak": soak}
