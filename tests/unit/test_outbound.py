@@ -229,3 +229,23 @@ def test_the_allowance_keeps_a_webhook_answer_under_telegrams_timeout() -> None:
     assert pause_allowance(2) == 2
     assert pause_allowance(40) == 10
     assert pause_allowance(50) == 0
+
+
+async def test_telegrams_retry_after_does_not_count_against_the_deadline() -> None:
+    """A 429's retry_after is Telegram's pacing too: the 0.4 s it asks for, inside an update
+    with a 0.3 s deadline, does not cut the update off."""
+    request = failing(TelegramRetryAfter(SEND, "flood", retry_after=0.4))  # type: ignore[arg-type]
+
+    async def handler(_event: Any, _data: dict[str, Any]) -> str:
+        return await RetryMiddleware()(request, BOT, SEND)
+
+    assert await DeadlineMiddleware(0.3)(handler, Update(update_id=1), {}) == "ok"
+    assert len(request.calls) == 2
+
+
+async def test_work_is_still_cut_off_at_the_deadline() -> None:
+    async def stuck(_event: Any, _data: dict[str, Any]) -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(TimeoutError):
+        await DeadlineMiddleware(0.05)(stuck, Update(update_id=1), {})
