@@ -181,6 +181,7 @@ async def test_polling_waits_for_the_migration_then_serves_without_a_restart(
         assert fake_telegram.calls_to("deleteWebhook") == []
 
         assert run_bot(tmp_path, "migrate", DATABASE_URL=url).returncode == 0
+        await fake_telegram.wait_for("getUpdates", timeout=30)
         assert (await readyz(process))[0] == 200
         who = 7_100_000_000 + os.getpid()
         await fake_telegram.updates.put(start_update(user(who, "Late")))
@@ -238,6 +239,7 @@ async def test_polling_serves_updates_and_stops_cleanly_on_sigterm(
         stderr=asyncio.subprocess.PIPE,
     )
     try:
+        await fake_telegram.wait_for("getUpdates", timeout=60)
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/healthz") as health:
                 assert health.status == 200
