@@ -3,7 +3,8 @@
 Starts the real `python -m bot serve` against this machine's PostgreSQL (a fresh database) and
 Redis (a fresh key namespace), throwaway servers for the outage scenarios, and a fake Bot API;
 prints one row per scenario and exits non-zero when any scenario fails.
-`--fast` uses the test suite's small counts; `--only NAME` runs some scenarios.
+`--fast` uses the test suite's small counts; `--only NAME` runs some scenarios. The soak runs
+here only (about 3 minutes at full size), not in the test suite.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.db.migrations import upgrade_to_head
 from tests.conftest import REDIS_URL, _create_database, _drop_database, database_url
-from tests.e2e.harness import SCENARIOS, Environment, Row, Sizes, format_table
+from tests.e2e.harness import LONG_SCENARIOS, SCENARIOS, Environment, Row, Sizes, format_table
+
+ALL = {**SCENARIOS, **LONG_SCENARIOS}
 
 
 async def main(names: list[str], sizes: Sizes, verbose: bool) -> list[Row]:
@@ -34,7 +37,7 @@ async def main(names: list[str], sizes: Sizes, verbose: bool) -> list[Row]:
         rows = []
         for scenario in names:
             print(f"running {scenario} ...", file=sys.stderr, flush=True)
-            rows.append(await SCENARIOS[scenario](env, sizes))
+            rows.append(await ALL[scenario](env, sizes))
         return rows
     finally:
         await _drop_database(name)
@@ -43,14 +46,14 @@ async def main(names: list[str], sizes: Sizes, verbose: bool) -> list[Row]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="the test suite's small counts")
-    parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), default=[])
+    parser.add_argument("--only", action="append", choices=sorted(ALL), default=[])
     parser.add_argument(
         "--verbose", action="store_true", help="the bot logs at INFO, kept in files"
     )
     args = parser.parse_args()
     sizes = Sizes.fast() if args.fast else Sizes.full()
     started = time.monotonic()
-    rows = asyncio.run(main(args.only or list(SCENARIOS), sizes, args.verbose))
+    rows = asyncio.run(main(args.only or list(ALL), sizes, args.verbose))
     print(format_table(rows))
     print(f"{len(rows)} scenarios in {time.monotonic() - started:.0f} s ({sizes})")
     sys.exit(0 if all(row.passed for row in rows) else 1)

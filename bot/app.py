@@ -3,13 +3,13 @@ and middlewares, and `assemble`, the one start-up path every mode takes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
-from aiogram import Bot, Dispatcher
+from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
@@ -23,6 +23,7 @@ from bot.db.engine import create_engine
 from bot.db.schema import SchemaGate
 from bot.db.scope import DataScope
 from bot.db.tenants import bot_namespace, bot_scope
+from bot.deadline import DeadlineMiddleware, pause_allowance
 from bot.handlers import common, failures, language, start
 from bot.i18n import load_i18n
 from bot.middlewares.dedup import DeduplicationMiddleware
@@ -111,26 +112,39 @@ def create_bot(token: str, session: BaseSession) -> Bot:
 
 
 def create_dispatcher(
-    settings: Settings, *, resources: Resources, deduplicate: bool = True
+    settings: Settings,
+    *,
+    resources: Resources,
+    deduplicate: bool = True,
+    around: Sequence[BaseMiddleware] = (),
 ) -> Dispatcher:
     """The same Dispatcher serves webhook, polling and console; only `deduplicate` differs (the
-    console numbers its updates from 1 on every run, and nothing redelivers them)."""
+    console numbers its updates from 1 on every run, and nothing redelivers them), and what a
+    mode wraps `around` every update (polling: in-flight count and in-process redelivery)."""
     # Services are workflow data: built once, and every handler of every update type can ask for
     # them by name (bot.middlewares.HandlerData lists the keys).
     user_service = UserService(dialect=resources.engine.dialect.name, cache=resources.cache)
     dp = Dispatcher(name=settings.project_name, user_service=user_service)
-    # Outer on update, in this order: the observer first, so every update (duplicates, unwanted
-    # and failed ones included) gets its log context, metrics and canonical line; then dedup,
-    # so a duplicate is skipped before any filter or handler runs.
+    for middleware in around:
+        dp.update.outer_middleware(middleware)
+    # Outer on update, in this order: what the mode wraps around each update (so a retry is a
+    # whole new pass); the observer, so every update (duplicates, unwanted and failed ones
+    # included) gets its log context, metrics and canonical line; then dedup, so a duplicate is
+    # skipped before any filter or handler runs; then the deadline, counted from the claim.
     dp.update.outer_middleware(
         UpdateObserverMiddleware(
             tracer=trace.get_tracer("bot", tracer_provider=resources.tracer_provider)
         )
     )
     if deduplicate:
+        # The deadline proper is the next middleware's, counted from the claim as well; dedup's
+        # own is a backstop past it and past every paced wait it allows.
+        deadline = settings.update_timeout_seconds
+        backstop = deadline + pause_allowance(deadline) + 1.0
         dp.update.outer_middleware(
-            DeduplicationMiddleware(cache=resources.cache, deadline=settings.update_timeout_seconds)
+            DeduplicationMiddleware(cache=resources.cache, deadline=backstop)
         )
+        dp.update.outer_middleware(DeadlineMiddleware(deadline))
     # Inner, so they run only after a handler matched (an unmatched update costs no session and
     # no language lookup), and on every event type: a handler added for a new type gets the same
     # data as the others. Not on `update` (that is the outer chain above). The locale comes
@@ -164,13 +178,19 @@ class Runtime:
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, deduplicate: bool = True, span_exporter: SpanExporter | None = None
+    settings: Settings,
+    *,
+    deduplicate: bool = True,
+    around: Sequence[BaseMiddleware] = (),
+    span_exporter: SpanExporter | None = None,
 ) -> AsyncIterator[Runtime]:
     """The start-up every mode shares: resources opened, the Dispatcher built; all closed in
     reverse on exit. `assemble` adds one bot to it; the bot host adds many."""
     async with AsyncExitStack() as stack:
         resources = await open_resources(settings, stack, span_exporter=span_exporter)
-        dp = create_dispatcher(settings, resources=resources, deduplicate=deduplicate)
+        dp = create_dispatcher(
+            settings, resources=resources, deduplicate=deduplicate, around=around
+        )
         yield Runtime(settings=settings, resources=resources, dp=dp)
 
 
@@ -194,6 +214,7 @@ async def assemble(
     bot: Bot | None = None,
     bot_name: str | None = None,
     deduplicate: bool = True,
+    around: Sequence[BaseMiddleware] = (),
     span_exporter: SpanExporter | None = None,
 ) -> AsyncIterator[BotApp]:
     """The start-up path of serve, poll, chat and the tests: the runtime, the schema policy, and
@@ -202,7 +223,9 @@ async def assemble(
     `bot_name` plays one bot of the host (`chat --bot`): its data and keys, not the project's.
     """
     async with (
-        open_runtime(settings, deduplicate=deduplicate, span_exporter=span_exporter) as runtime,
+        open_runtime(
+            settings, deduplicate=deduplicate, around=around, span_exporter=span_exporter
+        ) as runtime,
         AsyncExitStack() as stack,
     ):
         # One bot per process: its rows are the database's own, its namespace the project's (as

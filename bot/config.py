@@ -41,9 +41,14 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=5, ge=1, le=100)
     db_max_overflow: int = Field(default=10, ge=0, le=100)
     shutdown_grace_seconds: float = Field(default=20.0, gt=0, le=300)
-    # Processing deadline, counted from the update's claim; the webhook answers within it plus
-    # the claim wait (5 s), so at most 55 s: under Telegram's 60 s.
+    # Processing deadline, counted from the update's claim. Waits for Telegram's pacing do not
+    # count, up to as long again within 50 s in all (bot.deadline); with the claim wait (5 s)
+    # the webhook answers within 56 s: under Telegram's 60 s.
     update_timeout_seconds: float = Field(default=25.0, gt=0, le=50)
+    # Polling: updates processed at once (more are not fetched, so none is confirmed unstarted),
+    # and how long a retryable failure is retried in-process before the update is given up.
+    polling_max_in_flight: int = Field(default=100, ge=1, le=1000)
+    polling_retry_seconds: float = Field(default=600.0, gt=0, le=86400)
     # Standard OpenTelemetry variables this code reads itself; the SDK reads the rest.
     otel_exporter_otlp_endpoint: str = ""
     otel_exporter_otlp_traces_endpoint: str = ""

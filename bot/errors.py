@@ -20,3 +20,12 @@ class SchemaNotReadyError(HelloBotError):
 
 class UpdateInProgressError(HelloBotError):
     """Another worker is still processing this update_id; answer 5xx so Telegram asks again."""
+
+
+class PacingBacklogError(HelloBotError):
+    """A reply would wait for Telegram's pacing longer than the update may; worth retrying in
+    `retry_after` seconds, when enough of the messages queued ahead of it have gone."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many replies queued ahead; retry in {retry_after:.1f}s")
+        self.retry_after = retry_after

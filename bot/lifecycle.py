@@ -11,10 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import structlog
-from aiogram import BaseMiddleware
-from aiogram.types import TelegramObject
-
-from bot.middlewares import NextHandler
 
 log = structlog.get_logger(__name__)
 
@@ -73,22 +69,6 @@ class ServerState:
         except TimeoutError:
             return False
         return True
-
-
-class InFlightMiddleware(BaseMiddleware):
-    """Counts updates in flight (polling mode; the webhook counts requests itself)."""
-
-    def __init__(self, state: ServerState) -> None:
-        self.state = state
-
-    async def __call__(
-        self,
-        handler: NextHandler,
-        event: TelegramObject,
-        data: dict[str, Any],
-    ) -> Any:
-        with self.state.track():
-            return await handler(event, data)
 
 
 async def until_signalled(*, also: asyncio.Future[Any] | None = None) -> None:

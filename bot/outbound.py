@@ -7,11 +7,14 @@ through them, in every mode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +36,14 @@ from aiogram.methods import (
     SetWebhook,
 )
 
-from bot.observability.metrics import BOT_API_REQUESTS, BOT_API_RETRIES, BOT_API_THROTTLED
+from bot.deadline import UpdateDeadline, current_deadline
+from bot.errors import PacingBacklogError
+from bot.observability.metrics import (
+    BOT_API_PACING_REFUSED,
+    BOT_API_REQUESTS,
+    BOT_API_RETRIES,
+    BOT_API_THROTTLED,
+)
 
 if TYPE_CHECKING:
     from aiogram import Bot
@@ -55,6 +65,13 @@ def pin_response_models() -> tuple[type, ...]:
     """
     methods = (SendMessage, GetMe, GetUpdates, SetWebhook, DeleteWebhook, GetWebhookInfo)
     return tuple(Response[m.__returning__] for m in methods)  # type: ignore[misc]
+
+
+def paused(deadline: UpdateDeadline | None, seconds: float) -> AbstractAsyncContextManager[None]:
+    """A wait for Telegram's pacing: off the update's deadline, if it fits in its budget."""
+    if deadline is None or not deadline.can_pause(seconds):
+        return contextlib.nullcontext()
+    return deadline.paused(seconds)
 
 
 class RetryMiddleware(BaseRequestMiddleware):
@@ -110,7 +127,11 @@ class RetryMiddleware(BaseRequestMiddleware):
                 raise error
             BOT_API_RETRIES.labels(name, reason).inc()
             log.info("bot_api_retry", method=name, reason=reason, attempt=attempt, delay=delay)
-            await self._sleep(delay)
+            # Telegram's retry_after is pacing too: not counted against the deadline when it
+            # fits in the update's budget.
+            deadline = current_deadline() if reason == "flood_wait" else None
+            async with paused(deadline, delay):
+                await self._sleep(delay)
             waited += delay
         raise AssertionError  # pragma: no cover - the loop always returns or raises
 
@@ -138,6 +159,23 @@ class TokenBucket:
         self.tokens -= 1
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
+    def release(self) -> None:
+        """Gives back a reserved token that was never used (its wait was cancelled): the next
+        caller takes the slot, instead of every later one queueing behind an empty one."""
+        self.tokens = min(self.burst, self.tokens + 1)
+
+
+@dataclass(slots=True)
+class Reservation:
+    """One message's slot in the buckets that pace it, and how long to wait for it."""
+
+    delay: float
+    buckets: tuple[TokenBucket, ...]
+
+    def cancel(self) -> None:
+        for bucket in self.buckets:
+            bucket.release()
+
 
 class ChatLimiter:
     """One bot's budget: Telegram counts its limits per token, so every bot has its own."""
@@ -160,12 +198,16 @@ class ChatLimiter:
         self._chats: OrderedDict[int | str, TokenBucket] = OrderedDict()
         self._clock = clock
 
+    def reserve(self, chat_id: int | str) -> Reservation:
+        """Reserve a slot for one message to `chat_id`, to be waited for (or cancelled)."""
+        buckets = (self.global_bucket,) if self.global_bucket else ()
+        if self.chat_rate:
+            buckets = (*buckets, self._chat_bucket(chat_id))
+        return Reservation(max((b.reserve() for b in buckets), default=0.0), buckets)
+
     def delay_for(self, chat_id: int | str) -> float:
         """Reserve a slot for one message to `chat_id`; returns how long to wait for it."""
-        delay = self.global_bucket.reserve() if self.global_bucket else 0.0
-        if self.chat_rate:
-            delay = max(delay, self._chat_bucket(chat_id).reserve())
-        return delay
+        return self.reserve(chat_id).delay
 
     def _chat_bucket(self, chat_id: int | str) -> TokenBucket:
         bucket = self._chats.get(chat_id)
@@ -231,8 +273,24 @@ class FloodControlMiddleware(BaseRequestMiddleware):
     ) -> Response[TelegramType]:
         chat_id = getattr(method, "chat_id", None)
         if chat_id is not None and type(method).__name__.startswith(("Send", "Forward", "Copy")):
-            delay = self.delay_for(chat_id, bot_id=bot.id)
-            if delay > 0:
-                BOT_API_THROTTLED.observe(delay)
-                await self._sleep(delay)
+            reservation = self.limiter(bot.id).reserve(chat_id)
+            if reservation.delay > 0:
+                await self._wait(reservation)
         return await make_request(bot, method)
+
+    async def _wait(self, reservation: Reservation) -> None:
+        """Waits for a reserved slot; the wait does not count against the update's deadline.
+        A slot whose wait is refused or cancelled (deadline, shutdown) is given back."""
+        deadline = current_deadline()
+        if deadline is not None and not deadline.can_pause(reservation.delay):
+            reservation.cancel()
+            BOT_API_PACING_REFUSED.inc()
+            # Worth retrying once the rest of the wait fits in a fresh update's budget.
+            raise PacingBacklogError(max(0.1, reservation.delay - deadline.pause_left()))
+        BOT_API_THROTTLED.observe(reservation.delay)
+        try:
+            async with paused(deadline, reservation.delay):
+                await self._sleep(reservation.delay)
+        except BaseException:
+            reservation.cancel()
+            raise

@@ -2,6 +2,11 @@
 
 The probes and /metrics are served on HOST:PORT as in webhook mode, and SIGTERM drains the same
 way: readiness turns 503, no new update is fetched, in-flight ones finish within the grace period.
+
+No update is dropped. aiogram confirms a batch (the next getUpdates' offset) once every update
+of it has been started; at most POLLING_MAX_IN_FLIGHT run at once, so when the limits cannot
+send replies as fast as updates come, polling fetches less instead of piling them up. An update
+that fails for a reason worth retrying is processed again in-process (bot.redelivery).
 """
 
 from __future__ import annotations
@@ -13,17 +18,18 @@ import structlog
 
 from bot.app import BotApp, assemble
 from bot.config import Settings
-from bot.lifecycle import InFlightMiddleware, ServerState, settle_heap, until_signalled
+from bot.lifecycle import ServerState, settle_heap, until_signalled
 from bot.probes import create_probe_app, start_http
+from bot.redelivery import InProcessRedeliveryMiddleware
 
 log = structlog.get_logger(__name__)
 
 
 async def run_polling(settings: Settings) -> None:
     settings.require_token()
-    async with assemble(settings) as app, AsyncExitStack() as stack:
-        state = ServerState()
-        app.dp.update.outer_middleware(InFlightMiddleware(state))
+    state = ServerState()
+    redelivery = InProcessRedeliveryMiddleware(state, give_up_after=settings.polling_retry_seconds)
+    async with assemble(settings, around=[redelivery]) as app, AsyncExitStack() as stack:
         probes = create_probe_app(resources=app.resources, schema=app.schema, state=state)
         await start_http(probes, host=settings.host, port=settings.port, stack=stack)
         polling = asyncio.ensure_future(_poll(app))
@@ -44,8 +50,8 @@ async def run_polling(settings: Settings) -> None:
 
 
 async def _poll(app: BotApp) -> None:
-    # No update is fetched before the schema is at head: polling has no redelivery, so an update
-    # that failed on a missing table would be lost. /readyz says why meanwhile.
+    # No update is fetched before the schema is at head: an update failing on a missing table
+    # would only be retried in-process until it was given up. /readyz says why meanwhile.
     await app.schema.wait_open()
     # A webhook and getUpdates exclude each other; pending updates are kept, not dropped.
     await app.bot.delete_webhook(drop_pending_updates=False)
@@ -54,5 +60,8 @@ async def _poll(app: BotApp) -> None:
         allowed_updates=app.dp.resolve_used_update_types(),
         handle_signals=False,
         close_bot_session=False,
+        # The next batch is asked for (confirming this one) only once each of its updates has
+        # a slot: backpressure, and an update confirmed is an update started.
+        tasks_concurrency_limit=app.settings.polling_max_in_flight,
         tenant=app.tenant,
     )

@@ -8,7 +8,7 @@ from asyncpg.exceptions import OperatorInterventionError, PostgresConnectionErro
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from bot.errors import SchemaNotReadyError, UpdateInProgressError
+from bot.errors import PacingBacklogError, SchemaNotReadyError, UpdateInProgressError
 
 # SQLSTATE classes where the same work can succeed later: connection exception (08), transaction
 # rollback (40: serialization failure, deadlock), insufficient resources (53: too many
@@ -28,6 +28,7 @@ def is_retryable(exc: BaseException) -> bool:
         TelegramServerError,
         SchemaNotReadyError,
         UpdateInProgressError,
+        PacingBacklogError,
         ConnectionError,
         TimeoutError,
         # Raised unwrapped by asyncpg (SQLAlchemy 2.0 did not wrap errors while connecting):

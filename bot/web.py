@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 from contextlib import AsyncExitStack
 from typing import Any
@@ -34,6 +35,20 @@ from bot.webhook_info import WebhookInfoCollector, watch_webhook
 log = structlog.get_logger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name, not a secret
+
+
+# `\ud800`-`\udfff` escapes: JSON may spell half a surrogate pair, no text can hold one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as Telegram sends it: JSON in UTF-8 whose strings are text. A lone surrogate
+    (a valid escape, but no character) would parse, then fail the update when the database or
+    the Bot API encodes the name or text that carries it; it is malformed input (ValueError)."""
+    data = json.loads(body.decode("utf-8"))
+    if _SURROGATE_ESCAPE.search(body):  # rare: the full check only then
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    return data
 
 
 def _answer(status: int, **body: Any) -> web.Response:
@@ -102,7 +117,7 @@ class WebhookHandler(SimpleRequestHandler):
         except ConnectionError:  # the client hung up mid-body: nobody reads this answer
             return _answer(400, error="incomplete body")
         try:
-            update = Update.model_validate(json.loads(body), context={"bot": self.bot})
+            update = Update.model_validate(parse_json(body), context={"bot": self.bot})
         except (ValueError, RecursionError, ValidationError):
             return _answer(400, error="body is not a Telegram Update")
         with self.state.track():

@@ -21,6 +21,12 @@ DUPLICATES = Counter(
     "hello_bot_updates_duplicate",
     "Updates skipped because their update_id was already processed",
 )
+UPDATE_REDELIVERIES = Counter(
+    "hello_bot_update_redeliveries",
+    "Polling: updates processed again in-process after a retryable failure (retried), or "
+    "abandoned after POLLING_RETRY_SECONDS (given_up)",
+    ["outcome"],
+)
 WEBHOOK_REQUESTS = Counter(
     "hello_bot_webhook_requests",
     "Webhook HTTP requests by answer status",
@@ -40,6 +46,10 @@ BOT_API_THROTTLED = Histogram(
     "hello_bot_bot_api_throttle_seconds",
     "Time outbound calls waited for the flood-control limiter",
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10),
+)
+BOT_API_PACING_REFUSED = Counter(
+    "hello_bot_bot_api_pacing_refused",
+    "Replies refused a flood-control wait longer than their update may wait (update retried)",
 )
 CACHE_REQUESTS = Counter(
     "hello_bot_cache_requests",

@@ -3,6 +3,8 @@ against the Kubernetes 1.29 and 1.33 OpenAPI schemas."""
 
 from __future__ import annotations
 
+import re
+
 import helm_python as helm
 import kubernetes_validate
 import pytest
@@ -39,8 +41,18 @@ def test_manifests_match_kubernetes_schema(
         assert used == kube_version.rsplit(".", 1)[0], obj["metadata"]["name"]
 
 
-def test_upgrade_render_is_valid_too(render) -> None:
-    for obj in render(is_upgrade=True):
+def test_upgrade_render_is_valid_too(render, default_objects: list[Manifest]) -> None:
+    upgrade = render(is_upgrade=True)
+
+    def names(objects: list[Manifest]) -> list[tuple[str, str]]:
+        # The migration Job is named after the release revision (1 installs, 2 upgrades).
+        return sorted((o["kind"], re.sub(r"-\d+$", "-N", o["metadata"]["name"])) for o in objects)
+
+    # The same release as an install (the migration Job runs on every upgrade too): an empty or
+    # partial render would pass the validation below unnoticed.
+    assert names(upgrade) == names(default_objects)
+    assert ("Job", f"{FULLNAME}-migrate-N") in names(upgrade)
+    for obj in upgrade:
         for kube_version in KUBERNETES_VERSIONS:
             kubernetes_validate.validate(obj, kube_version, strict=True)
 

@@ -7,7 +7,16 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import REDIS_URL
-from tests.e2e.harness import SCENARIOS, Environment, Row, Sizes, format_table
+from tests.e2e.harness import (
+    SCENARIOS,
+    SOAK_MAX_SLOPE_MIB_PER_10K,
+    Environment,
+    MiB,
+    Row,
+    Sizes,
+    format_table,
+    rss_slope,
+)
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -22,3 +31,12 @@ async def test_every_update_is_answered_exactly_once(
     assert row.lost == 0, table
     assert row.duplicates == 0, table
     assert row.failures == [], table
+
+
+def test_the_soak_tells_a_leak_from_allocator_noise() -> None:
+    """The soak's verdict (`benchmarks.resilience --only soak`), on made-up RSS samples."""
+    noisy = [(n, 200 + (3 if n % 3 == 0 else -2)) for n in range(10_000, 50_000, 900)]
+    assert abs(rss_slope(noisy)) < SOAK_MAX_SLOPE_MIB_PER_10K
+    leaking = [(n, 200 + n * 1024 / MiB) for n in range(10_000, 50_000, 900)]  # 1 KiB/update
+    assert rss_slope(leaking) == pytest.approx(10_000 * 1024 / MiB)
+    assert rss_slope(leaking) > SOAK_MAX_SLOPE_MIB_PER_10K

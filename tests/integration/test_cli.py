@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import TEST_TOKEN
 from tests.support.bot_process import BotProcess
-from tests.support.fake_telegram import FakeTelegram
+from tests.support.fake_telegram import FakeTelegram, Scripted
 from tests.support.servers import free_port
 from tests.support.updates import message_update, start_update, user
 
@@ -264,6 +264,27 @@ async def test_polling_serves_updates_and_stops_cleanly_on_sigterm(
     allowed = fake_telegram.calls_to("getUpdates")[0].params["allowed_updates"]
     assert set(allowed) == {"message", "edited_message", "callback_query"}
     assert TEST_TOKEN not in stderr.decode()
+
+
+async def test_polling_processes_an_update_again_after_a_retryable_failure(
+    tmp_path: Path, fake_telegram: FakeTelegram, pg_migrated_url: str
+) -> None:
+    """getUpdates has confirmed the update; the Bot API is down past the outbound retries (4
+    attempts), so the update fails for a reason worth retrying: polling processes it again
+    in-process, and the user gets the one reply."""
+    down = {"ok": False, "error_code": 502, "description": "Bad Gateway"}
+    fake_telegram.script("sendMessage", *[Scripted(502, down)] * 4)
+    process = poll_process(tmp_path, fake_telegram, pg_migrated_url)
+    try:
+        await process.start()
+        await fake_telegram.updates.put(message_update(user(7_100_000_000 + os.getpid()), "hi"))
+        await fake_telegram.wait_for("sendMessage", count=5, timeout=60)
+    finally:
+        assert await process.stop() == 0
+    statuses = [call.status for call in fake_telegram.calls_to("sendMessage")]
+    assert statuses == [502, 502, 502, 502, 200]
+    assert "update_redelivered_in_process" in process.text
+    assert "update_given_up" not in process.text
 
 
 def test_chat_plays_one_bot_of_the_host_with_that_bots_own_data(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from bot.handlers.common import HELP_TEXT
 from bot.i18n import load_i18n
 from bot.services.users import CACHE_NAMESPACE
 from tests.integration.conftest import Harness
+from tests.support.failing import add_failing_handler
 from tests.support.updates import STICKER, callback_update, message_update, start_update, user
 
 # The greetings as a speaker of each language should read them; {name} is the user's name.
@@ -193,18 +194,12 @@ async def test_a_language_we_do_not_ship_is_refused(quick_harness: Harness) -> N
     assert await quick_harness.count_users(uid) == 0
 
 
-async def test_the_apology_speaks_the_users_language(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_apology_speaks_the_users_language(harness: Harness) -> None:
     uid = new_user_id()
     sender = user(uid, "Bo", language_code="ru")
     await harness.feed(callback_update(sender, "language:uk"))
-
-    async def broken(*_: object, **__: object) -> None:
-        raise ZeroDivisionError
-
-    monkeypatch.setattr("bot.services.users.UserService.register", broken)
-    await harness.feed(start_update(sender))
+    command = add_failing_handler(harness.dp)
+    await harness.feed(message_update(sender, command))
     assert harness.telegram.sent_texts()[-1] == (
         "Вибач, у мене щось пішло не так. Спробуй ще раз трохи згодом."
     )

@@ -23,7 +23,8 @@ from bot.observability.logging import configure_logging
 from bot.web import create_app
 from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
 from tests.integration.conftest import Harness
-from tests.support.updates import start_update, user
+from tests.support.failing import add_failing_handler
+from tests.support.updates import message_update, start_update, user
 
 MakeHarness = Callable[..., Awaitable[Harness]]
 
@@ -180,19 +181,16 @@ async def test_warm_start_is_a_cache_hit_without_db_writes(
 
 
 async def test_failing_handler_marks_the_update_span_as_error(
-    traced: Harness, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+    traced: Harness, exporter: InMemorySpanExporter
 ) -> None:
-    async def broken(*_: object, **__: object) -> None:
-        msg = "boom"
-        raise ZeroDivisionError(msg)
-
-    monkeypatch.setattr("bot.services.users.UserService.register", broken)
-    await traced.feed(start_update(user(uid())))
+    command = add_failing_handler(traced.dp)
+    await traced.feed(message_update(user(uid()), command))
     [root] = update_spans(exporter.get_finished_spans())
     assert root.status.status_code == StatusCode.ERROR
     assert [e.name for e in root.events] == ["exception"]
     assert root.events[0].attributes["exception.type"] == "ZeroDivisionError"  # type: ignore[index]
     assert root.attributes["telegram.outcome"] == "error"  # type: ignore[index]
+    assert root.attributes["telegram.handler"] == "exploding_handler"  # type: ignore[index]
 
 
 async def test_a_webhook_delivery_is_one_trace_rooted_at_the_update_and_probes_are_untraced(

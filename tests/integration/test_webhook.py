@@ -15,7 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
+from structlog.testing import capture_logs
 
 from bot.db.migrations import upgrade_to_head
 from bot.db.schema import SCHEMA_REVISION
@@ -174,10 +176,13 @@ async def test_telegram_429_is_retried_after_retry_after(webhook: Webhook) -> No
     flood = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1",
              "parameters": {"retry_after": 1}}  # fmt: skip
     webhook.harness.telegram.script("sendMessage", Scripted(429, flood))
-    response = await webhook.post(message_update(user(uid()), "hi"))
+    with capture_logs() as logs:
+        response = await webhook.post(message_update(user(uid()), "hi"))
     assert response.status == 200
-    first, second = webhook.harness.telegram.calls_to("sendMessage")
-    assert second.at - first.at >= 1.0  # waited as told, not hammering Telegram
+    assert len(webhook.harness.telegram.calls_to("sendMessage")) == 2
+    # Waited as told before the one retry, not hammering Telegram.
+    retries = [entry for entry in logs if entry["event"] == "bot_api_retry"]
+    assert [(r["reason"], r["delay"]) for r in retries] == [("flood_wait", 1.0)]
 
 
 async def test_telegram_5xx_bursts_are_retried_with_backoff(webhook: Webhook) -> None:
@@ -212,7 +217,26 @@ async def test_blocked_by_user_is_200_and_not_retried(webhook: Webhook) -> None:
     assert len(webhook.harness.telegram.calls_to("sendMessage")) == 1
 
 
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def samples(exposition: str) -> Samples:
+    """Every sample of a Prometheus exposition, by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+    }
+
+
+def total(found: Samples, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in found.items() if n == name and wanted <= ls)
+
+
 async def test_probes_and_metrics(webhook: Webhook) -> None:
+    before = samples((await webhook.get("/metrics"))[1])
     await webhook.post(start_update(user(uid(), "Met")))
     assert await webhook.get("/healthz") == (200, {"status": "ok"})
     status, body = await webhook.get("/readyz")
@@ -223,17 +247,19 @@ async def test_probes_and_metrics(webhook: Webhook) -> None:
     assert body["checks"]["redis"] == {"status": "disabled"}
     status, text = await webhook.get("/metrics")
     assert status == 200
-    for name in (
-        "hello_bot_updates_total",
-        "hello_bot_update_duration_seconds_bucket",
-        "hello_bot_bot_api_requests_total",
-        "hello_bot_cache_requests_total",
-        "hello_bot_db_pool_connections_in_use",
-        "hello_bot_webhook_requests_total",
-        "process_resident_memory_bytes",
+    after = samples(text)
+    # What this one update did shows in the samples (the names alone exist from import on).
+    for name, labels, grew_by in (
+        ("hello_bot_updates_total", {"handler": "start_handler", "outcome": "handled"}, 1),
+        ("hello_bot_update_duration_seconds_count", {"update_type": "message"}, 1),
+        ("hello_bot_bot_api_requests_total", {"method": "SendMessage", "outcome": "ok"}, 1),
+        ("hello_bot_webhook_requests_total", {"status": "200"}, 1),
     ):
-        assert name in text
-    assert 'handler="start_handler"' in text
+        assert total(after, name, **labels) - total(before, name, **labels) == grew_by, name
+    cache = "hello_bot_cache_requests_total"
+    assert total(after, cache, backend="memory") > total(before, cache, backend="memory")
+    assert ("hello_bot_db_pool_connections_in_use", frozenset()) in after
+    assert total(after, "process_resident_memory_bytes") > 0
     assert TEST_TOKEN not in text
     assert TEST_TOKEN.split(":")[1] not in text
 

@@ -41,6 +41,8 @@ class Scripted:
     delivered: bool = False
     # Set: the answer waits for this event (a Bot API that hangs until the test lets it go).
     hold: asyncio.Event | None = None
+    # Set: answered with this HTML instead of JSON (a proxy's error page in front of the API).
+    html: str | None = None
 
 
 # (method, params) -> an answer to give instead of the default one, or None for the default.
@@ -53,6 +55,9 @@ class FakeTelegram:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.updates: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        # getUpdates: fetched but not yet confirmed by the offset of a later call.
+        self._pending: list[dict[str, Any]] = []
+        self.confirmed_offset = 0
         self._scripts: dict[str, deque[Scripted]] = {}
         self._message_ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -109,6 +114,11 @@ class FakeTelegram:
                 await asyncio.sleep(scripted.delay)
             if scripted.hold is not None:
                 await scripted.hold.wait()
+            if scripted.html is not None:
+                call.status = scripted.status
+                return web.Response(
+                    text=scripted.html, status=scripted.status, content_type="text/html"
+                )
             if scripted.body is not None:
                 call.status = scripted.status
                 return web.json_response(scripted.body, status=scripted.status)
@@ -118,15 +128,21 @@ class FakeTelegram:
         return web.json_response({"ok": True, "result": self._default_result(method, params)})
 
     async def _poll(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        timeout = float(params.get("timeout") or 0)
-        try:
-            first = await asyncio.wait_for(self.updates.get(), timeout=max(timeout, 0.01))
-        except TimeoutError:
-            return []
-        batch = [first]
+        """getUpdates as Telegram answers it: every update not yet confirmed (by an `offset`
+        above its id), oldest first, at most `limit`; waits up to `timeout` when there is none."""
+        offset = int(params.get("offset") or 0)
+        self.confirmed_offset = max(self.confirmed_offset, offset)
+        self._pending = [u for u in self._pending if u["update_id"] >= self.confirmed_offset]
+        if not self._pending and self.updates.empty():
+            timeout = float(params.get("timeout") or 0)
+            try:
+                first = await asyncio.wait_for(self.updates.get(), timeout=max(timeout, 0.01))
+            except TimeoutError:
+                return []
+            self._pending.append(first)
         while not self.updates.empty():
-            batch.append(self.updates.get_nowait())
-        return batch
+            self._pending.append(self.updates.get_nowait())
+        return self._pending[: int(params.get("limit") or 100)]
 
     def _default_result(self, method: str, params: dict[str, Any]) -> Any:
         name = method.lower()

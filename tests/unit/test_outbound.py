@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 from typing import Any
@@ -16,13 +17,17 @@ from aiogram.exceptions import (
     TelegramServerError,
 )
 from aiogram.methods import GetChat, GetMe, Response, SendMessage
+from aiogram.types import Update
 
+from bot.deadline import DeadlineMiddleware, pause_allowance
+from bot.errors import PacingBacklogError
 from bot.outbound import (
     FloodControlMiddleware,
     RetryMiddleware,
     TokenBucket,
     pin_response_models,
 )
+from bot.retry_policy import is_retryable
 
 BOT = Bot("42:TEST-token-for-unit-tests")
 SEND = SendMessage(chat_id=1, text="hi")
@@ -164,3 +169,83 @@ def test_response_models_stay_cached_across_garbage_collections() -> None:
     gc.collect()
     assert pinned() is not None
     assert unpinned() is None
+
+
+async def test_a_cancelled_wait_gives_its_slot_back() -> None:
+    """A reply cut off while it waits (deadline, shutdown) never uses its slot: the chat's next
+    reply takes it instead of queueing behind it."""
+    time = FakeTime()
+
+    async def cancelled(_seconds: float) -> None:
+        raise asyncio.CancelledError
+
+    flood = FloodControlMiddleware(chat_rate=1, chat_burst=1, clock=time.clock, sleep=cancelled)
+    request = failing()
+    await flood(request, BOT, SEND)  # the burst: no wait
+    with pytest.raises(asyncio.CancelledError):
+        await flood(request, BOT, SEND)  # would wait 1 s; cancelled meanwhile
+    assert len(request.calls) == 1
+    assert flood.delay_for(SEND.chat_id, bot_id=BOT.id) == 1.0  # not 2.0: the slot came back
+
+
+async def _paced_reply(flood: FloodControlMiddleware, deadline: float, work: float = 0) -> str:
+    """One reply through `flood` after `work` seconds, inside an update with `deadline`."""
+
+    async def handler(_event: Any, _data: dict[str, Any]) -> str:
+        await asyncio.sleep(work)
+        return await flood(failing(), BOT, SEND)
+
+    return await DeadlineMiddleware(deadline)(handler, Update(update_id=1), {})
+
+
+async def test_a_paced_wait_does_not_count_against_the_deadline() -> None:
+    """Two updates of one chat, each working 0.3 s then replying, at 1 reply per 0.4 s: the
+    second reply goes at 0.7 s, past the 0.5 s deadline, and is sent all the same (its 0.4 s
+    were pacing, not a stuck update; without the pause it is cut off at 0.5 s)."""
+    flood = FloodControlMiddleware(global_rate=0, chat_rate=2.5, chat_burst=1)
+    replies = await asyncio.gather(*(_paced_reply(flood, 0.5, work=0.3) for _ in range(2)))
+    assert replies == ["ok"] * 2
+
+
+async def test_a_wait_past_the_budget_is_refused_up_front() -> None:
+    """Work and paced waits together get twice the deadline: a reply that would wait past that
+    is refused at once (retryable) and its slot given back, rather than waiting to be cut off."""
+    time = FakeTime()
+    flood = FloodControlMiddleware(
+        global_rate=0, chat_rate=1, chat_burst=1, clock=time.clock, sleep=time.sleep
+    )
+    for _ in range(4):
+        flood.delay_for(SEND.chat_id, bot_id=BOT.id)  # 3 s of replies queued for this chat
+    with pytest.raises(PacingBacklogError) as refused:
+        await _paced_reply(flood, 1.5)  # budget 3 s < the 4 s this reply would wait
+    assert refused.value.retry_after == pytest.approx(1.0, abs=0.1)
+    assert is_retryable(refused.value)
+    assert time.slept == []
+    assert flood.delay_for(SEND.chat_id, bot_id=BOT.id) == 4.0  # the refused slot came back
+
+
+def test_the_allowance_keeps_a_webhook_answer_under_telegrams_timeout() -> None:
+    assert pause_allowance(25) == 25
+    assert pause_allowance(2) == 2
+    assert pause_allowance(40) == 10
+    assert pause_allowance(50) == 0
+
+
+async def test_telegrams_retry_after_does_not_count_against_the_deadline() -> None:
+    """A 429's retry_after is Telegram's pacing too: the 0.4 s it asks for, inside an update
+    with a 0.3 s deadline, does not cut the update off."""
+    request = failing(TelegramRetryAfter(SEND, "flood", retry_after=0.4))  # type: ignore[arg-type]
+
+    async def handler(_event: Any, _data: dict[str, Any]) -> str:
+        return await RetryMiddleware()(request, BOT, SEND)
+
+    assert await DeadlineMiddleware(0.3)(handler, Update(update_id=1), {}) == "ok"
+    assert len(request.calls) == 2
+
+
+async def test_work_is_still_cut_off_at_the_deadline() -> None:
+    async def stuck(_event: Any, _data: dict[str, Any]) -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(TimeoutError):
+        await DeadlineMiddleware(0.05)(stuck, Update(update_id=1), {})
