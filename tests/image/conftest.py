@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,9 +138,6 @@ class Containers:
             check=False, timeout=timeout, input_text=input_text, env=env,
         )  # fmt: skip
 
-    def exec(self, name: str, *args: str) -> str:
-        return self.engine.run("exec", name, *args, timeout=60).stdout
-
 
 @pytest.fixture
 def containers(engine: Engine) -> Iterator[Containers]:
@@ -150,37 +147,62 @@ def containers(engine: Engine) -> Iterator[Containers]:
         engine.remove(name)
 
 
-class ContainerBot(BotProcess):
-    """`python -m bot <command>` in a container: the engine's client is the child process, and
-    signals reach the bot as the kubelet's do, through the engine (`kill --signal`)."""
+class ContainerProcess(BotProcess):
+    """A long-running container: the engine's client is the child process, and signals reach the
+    container's PID 1 as the kubelet's do, through the engine (`kill --signal`). Without
+    `entrypoint`, `args` go to the image's (`python -m bot`). `memory` is a limit in bytes."""
 
     def __init__(
         self,
         containers: Containers,
         image: str,
-        command: str,
+        args: Sequence[str],
         *,
         env: dict[str, str],
-        flags: list[str],
+        read_only: bool = True,
+        memory: int | None = None,
         keep: bool = False,
+        entrypoint: str | None = None,
+        mounts: Sequence[str] = (),
     ) -> None:
-        # The working directory is the engine client's; the bot's is the image's /app.
-        super().__init__(env, Path(tempfile.gettempdir()), command, argv=[])
+        # The working directory is the engine client's; the container's is the image's /app.
+        super().__init__(env, Path(tempfile.gettempdir()), argv=[])
         self.engine = containers.engine
         self.name = containers.new_name()
         # HOST and PORT are BotProcess's; everything else is the test's.
         names = [f for key in ("HOST", "PORT", *env) for f in ("-e", key)]
         removal = [] if keep else ["--rm"]
+        override = ["--entrypoint", entrypoint] if entrypoint else []
+        flags = self.engine.hardened(read_only=read_only, memory=memory)
+        volumes = [f for mount in mounts for f in ("-v", mount)]
         self.argv = self.engine.command(
-            "run", *removal, "--name", self.name, *flags, *names, image, command
+            "run", *removal, "--name", self.name, *override, *flags, *volumes, *names, image, *args
         )
         self.env = self.engine.environ(self.env)
 
     def signal(self, sig: int = 15) -> None:
         self.engine.run("kill", "--signal", str(sig), self.name, timeout=30)
 
+    def exec(self, *args: str) -> str:
+        return self.engine.run("exec", self.name, *args, timeout=60).stdout
+
     def status(self) -> dict[str, int]:
-        """The bot's /proc/1/status memory lines (kB): VmRSS now, VmHWM its peak."""
-        text = self.engine.run("exec", self.name, "cat", "/proc/1/status", timeout=30).stdout
+        """PID 1's /proc/1/status memory lines (kB): VmRSS now, VmHWM its peak."""
+        text = self.exec("cat", "/proc/1/status")
         fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
         return {key: int(fields[key].split()[0]) for key in ("VmRSS", "VmHWM")}
+
+
+@pytest.fixture
+async def make_container(containers: Containers) -> AsyncIterator[Callable[..., ContainerProcess]]:
+    """ContainerProcess factory; whatever a test started is stopped after it."""
+    started: list[ContainerProcess] = []
+
+    def make(image: str, args: Sequence[str], **kwargs: Any) -> ContainerProcess:
+        process = ContainerProcess(containers, image, args, **kwargs)
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        await process.stop()

@@ -83,7 +83,7 @@ class Engine:
         # Build output goes to the failure message only: it is long, and mostly pip's.
         self.run(*args, str(context), timeout=900)
 
-    def hardened(self, *, read_only: bool = True, memory: str | None = None) -> list[str]:
+    def hardened(self, *, read_only: bool = True, memory: int | None = None) -> list[str]:
         """`run` flags for the chart's securityContext (and its memory limit, when given)."""
         flags = [
             "--network", "host",
@@ -100,7 +100,7 @@ class Engine:
                 # Kubernetes gives only what the Pod mounts.
                 flags.append("--read-only-tmpfs=false")
         if memory:
-            flags += ["--memory", memory]
+            flags += ["--memory", f"{memory // 2**20}m"]
         return flags
 
     def remove(self, name: str) -> None:

@@ -9,7 +9,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -21,7 +21,7 @@ from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
 from tests.support.fake_telegram import FakeTelegram, Scripted
 from tests.support.updates import message_update, start_update, user
 
-from .conftest import VALUES, ContainerBot, Containers, chart_memory_limit
+from .conftest import VALUES, ContainerProcess, Containers, chart_memory_limit
 
 MEMORY_LIMIT = chart_memory_limit("bot")
 GRACE_SECONDS = int(VALUES["bot"]["terminationGracePeriodSeconds"])
@@ -38,18 +38,17 @@ def bot_image(image: Callable[[str], str]) -> str:
 
 
 @pytest.fixture
-async def make_container_bot(
-    containers: Containers,
+def make_container_bot(
+    make_container: Callable[..., ContainerProcess],
     bot_image: str,
     fake_telegram: FakeTelegram,
     project_name: str,
     redis_cleanup: None,
-) -> AsyncIterator[Callable[..., ContainerBot]]:
-    """`serve` containers against the fake Bot API, the machine's Redis and the given database;
-    stopped after the test (the `containers` fixture then removes whatever is left)."""
-    bots: list[ContainerBot] = []
+) -> Callable[..., ContainerProcess]:
+    """`serve` containers against the fake Bot API, the machine's Redis and the given database,
+    read-only with the chart's memory limit unless told otherwise."""
 
-    def make(database_url: str, *, read_only: bool = True, keep: bool = False) -> ContainerBot:
+    def make(database_url: str, *, read_only: bool = True, keep: bool = False) -> ContainerProcess:
         env = {
             "BOT_TOKEN": TEST_TOKEN,
             "WEBHOOK_SECRET": TEST_SECRET,
@@ -63,14 +62,11 @@ async def make_container_bot(
             "TELEGRAM_RATE_LIMIT": "0",
             "TELEGRAM_CHAT_RATE_LIMIT": "0",
         }
-        flags = containers.engine.hardened(read_only=read_only, memory=f"{MEMORY_LIMIT // 2**20}m")
-        bot = ContainerBot(containers, bot_image, "serve", env=env, flags=flags, keep=keep)
-        bots.append(bot)
-        return bot
+        return make_container(
+            bot_image, ["serve"], env=env, read_only=read_only, memory=MEMORY_LIMIT, keep=keep
+        )
 
-    yield make
-    for bot in bots:
-        await bot.stop()
+    return make
 
 
 async def post(url: str, update: dict[str, Any] | None, secret: str | None = TEST_SECRET) -> int:
@@ -125,7 +121,7 @@ async def test_serve_is_ready_once_the_images_migrate_brought_a_fresh_database_t
     containers: Containers,
     bot_image: str,
     make_pg_database: Callable[[], str],
-    make_container_bot: Callable[..., ContainerBot],
+    make_container_bot: Callable[..., ContainerProcess],
     fake_telegram: FakeTelegram,
 ) -> None:
     database = make_pg_database()
@@ -151,7 +147,7 @@ async def test_serve_is_ready_once_the_images_migrate_brought_a_fresh_database_t
 
 
 async def test_sigterm_during_a_slow_update_still_sends_the_reply_and_exits_0_in_the_grace_period(
-    make_container_bot: Callable[..., ContainerBot],
+    make_container_bot: Callable[..., ContainerProcess],
     pg_migrated_url: str,
     fake_telegram: FakeTelegram,
 ) -> None:
@@ -175,7 +171,7 @@ async def test_sigterm_during_a_slow_update_still_sends_the_reply_and_exits_0_in
 
 
 async def test_rss_after_1000_updates_stays_under_the_charts_memory_limit(
-    make_container_bot: Callable[..., ContainerBot],
+    make_container_bot: Callable[..., ContainerProcess],
     pg_migrated_url: str,
     fake_telegram: FakeTelegram,
     figures: list[str],
@@ -213,7 +209,7 @@ async def test_rss_after_1000_updates_stays_under_the_charts_memory_limit(
 
 async def test_serve_writes_nothing_outside_tmp(
     containers: Containers,
-    make_container_bot: Callable[..., ContainerBot],
+    make_container_bot: Callable[..., ContainerProcess],
     pg_migrated_url: str,
 ) -> None:
     # A writable root file system this time: whatever the bot writes shows in the diff, where a
