@@ -45,6 +45,15 @@ def chart_memory_limit(component: str = "bot") -> int:
     return int(text[:-2]) * units[text[-2:]]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The first test to ask for an image pays for the build, and on a new machine for the
+    # stand-in bases too (debootstrap and the locked wheels: minutes on a slow mirror).
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.timeout(900))
+
+
 @pytest.fixture(scope="session")
 def figures(request: pytest.FixtureRequest) -> list[str]:
     """Lines for the end-of-run summary: what the image tests measured."""
