@@ -87,7 +87,9 @@ def _debootstrap(release: str, tarball: Path, ca: bytes) -> None:
             (rootfs / "usr/local/bin" / name).symlink_to("/usr/bin/python3")
         if ca:
             (rootfs / HOST_CA_BUNDLE.relative_to("/")).write_bytes(ca)
-        partial = tarball.with_suffix(".partial")
+        # Written beside the root file system, then renamed: a run that shares the cache never
+        # sees half a tarball.
+        partial = Path(work) / "rootfs.tar"
         subprocess.run(
             ["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."],
             check=True, capture_output=True, timeout=300,
