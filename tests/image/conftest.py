@@ -135,16 +135,14 @@ class Containers:
         flags: list[str] | None = None,
         env: dict[str, str] | None = None,
         timeout: float = 120,
-        input_text: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Runs a container to completion; `env` travels by name, never on the command line."""
         names = [f for key in env or {} for f in ("-e", key)]
-        interactive = ["-i"] if input_text is not None else []
         return self.engine.run(
-            "run", "--rm", "--name", self.new_name(), *interactive,
+            "run", "--rm", "--name", self.new_name(),
             *(flags if flags is not None else self.engine.hardened()),
             *names, image, *args,
-            check=False, timeout=timeout, input_text=input_text, env=env,
+            check=False, timeout=timeout, env=env,
         )  # fmt: skip
 
 
