@@ -153,3 +153,12 @@ def test_operator_image_ships_the_charts_bot_pod_shape(monkeypatch: pytest.Monke
     assert ("COPY", "--from=operator-builder /app/hello_operator /app/hello_operator") in stages[
         "operator"
     ]
+
+
+def test_the_image_builds_with_the_uv_the_checkout_uses() -> None:
+    """One uv version for uv.lock everywhere; tests/image's stand-in for UV_IMAGE is the
+    bootstrap's own uv binary, so the two pins must agree."""
+    args = dict(a.split("=", 1) for i, a in dockerfile_instructions() if i == "ARG" and "=" in a)
+    bootstrap = (REPO_ROOT / "scripts" / "_bootstrap.sh").read_text()
+    [pinned] = [line for line in bootstrap.splitlines() if line.startswith("UV_VERSION=")]
+    assert args["UV_IMAGE"].rsplit(":", 1)[1] == pinned.split("=", 1)[1].strip('"')

@@ -14,18 +14,17 @@ import aiohttp
 import aiohttp.test_utils
 import aiohttp.web
 import asyncpg
-import kmock
 import pytest
 import yaml
 from operator_support import (
     PG_ADMIN_URL,
-    TELEGRAMBOTS,
     TEST_USER_AGENT,
     Cluster,
     FakeBotApi,
     OperatorThread,
     StampingEmulator,
     granted,
+    kubernetes_emulator,
 )
 
 # `operator/` holds the package; it must not shadow stdlib `operator`, so only the folder's
@@ -35,34 +34,11 @@ if str(OPERATOR_DIR) not in sys.path:
     sys.path.insert(0, str(OPERATOR_DIR))
 
 ROOT = Path(__file__).resolve().parents[2]
-VERBS = {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
 
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[StampingEmulator]:
-    async with StampingEmulator() as k8s, kmock.Server(k8s):
-        k8s.resources[TELEGRAMBOTS] = kmock.ResourceInfo(
-            kind="TelegramBot",
-            singular="telegrambot",
-            namespaced=True,
-            subresources={"status"},
-            verbs={"get", "list", "watch", "create", "patch", "delete"},
-        )
-        # kopf waits for these in discovery before it starts any watch (a real server lists them).
-        k8s.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False)
-        k8s.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
-            kind="CustomResourceDefinition", namespaced=False, verbs={"list", "watch"}
-        )
-        for plural, kind in [
-            ("v1/events", "Event"),
-            ("v1/secrets", "Secret"),
-            ("v1/services", "Service"),
-            ("apps/v1/deployments", "Deployment"),
-            ("batch/v1/jobs", "Job"),
-            ("networking.k8s.io/v1/ingresses", "Ingress"),
-        ]:
-            # The verbs a real API server lists; kopf watches only what is listable and watchable.
-            k8s.resources[plural] = kmock.ResourceInfo(kind=kind, namespaced=True, verbs=VERBS)
+    async with kubernetes_emulator() as k8s:
         yield k8s
 
 

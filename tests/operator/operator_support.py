@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ VERBS_BY_ACTION = {
 BOT_TOKEN = "123456:SECRET-test-token-never-log-me"
 TELEGRAMBOTS = "hello-bot.dev/v1alpha1/telegrambots"
 DEADLINE = 30.0
+VERBS = {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
 
 
 @attrs.define(kw_only=True)
@@ -110,6 +112,35 @@ def granted() -> set[tuple[str, str, str]]:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
+
+
+@contextlib.asynccontextmanager
+async def kubernetes_emulator() -> AsyncIterator[StampingEmulator]:
+    """A served emulator that lists what the operator watches (also for tests/image)."""
+    async with StampingEmulator() as k8s, kmock.Server(k8s):
+        k8s.resources[TELEGRAMBOTS] = kmock.ResourceInfo(
+            kind="TelegramBot",
+            singular="telegrambot",
+            namespaced=True,
+            subresources={"status"},
+            verbs={"get", "list", "watch", "create", "patch", "delete"},
+        )
+        # kopf waits for these in discovery before it starts any watch (a real server lists them).
+        k8s.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False)
+        k8s.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
+            kind="CustomResourceDefinition", namespaced=False, verbs={"list", "watch"}
+        )
+        for plural, kind in [
+            ("v1/events", "Event"),
+            ("v1/secrets", "Secret"),
+            ("v1/services", "Service"),
+            ("apps/v1/deployments", "Deployment"),
+            ("batch/v1/jobs", "Job"),
+            ("networking.k8s.io/v1/ingresses", "Ingress"),
+        ]:
+            # The verbs a real API server lists; kopf watches only what is listable and watchable.
+            k8s.resources[plural] = kmock.ResourceInfo(kind=kind, namespaced=True, verbs=VERBS)
+        yield k8s
 
 
 @attrs.define

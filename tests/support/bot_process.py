@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +18,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class BotProcess:
-    def __init__(self, env: dict[str, str], cwd: Path, command: str = "serve") -> None:
+    """`argv`, when given, replaces `python -m bot <command>` (tests/image: the same bot in a
+    container, its engine's client as the child process)."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        cwd: Path,
+        command: str = "serve",
+        argv: Sequence[str] | None = None,
+    ) -> None:
         self.port = free_port()
         inherited = {
             k: v
@@ -33,6 +43,7 @@ class BotProcess:
         }
         self.cwd = cwd
         self.command = command
+        self.argv = list(argv) if argv is not None else [sys.executable, "-m", "bot", command]
         self.process: asyncio.subprocess.Process | None = None
         self.output = bytearray()
         self._reader: asyncio.Task[None] | None = None
@@ -46,7 +57,7 @@ class BotProcess:
         """Starts the process; returns seconds until /readyz (or /healthz) answered 200."""
         self.started_at = time.monotonic()
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", self.command,
+            *self.argv,
             cwd=self.cwd, env=self.env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip

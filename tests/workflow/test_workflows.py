@@ -171,14 +171,63 @@ def test_scripts_the_workflows_run_are_executable() -> None:
 # --- pinning and credentials -------------------------------------------------------------------
 
 
+# `uses: owner/repo[/path]@<40 hex digits> # vX.Y.Z`: a tag can be moved to other code, a
+# commit cannot; the comment says which release the commit is (and what Dependabot updates).
+PINNED = re.compile(r"[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+")
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(.+?)\s*$")
+
+
+def unpinned_actions(text: str) -> list[str]:
+    """Every `uses:` of a workflow's text that names an action by anything but a commit SHA
+    with its version noted (local actions and reusable workflows, `./...`, are code at hand)."""
+    found = [m.group(1) for line in text.splitlines() if (m := USES.match(line))]
+    return [uses for uses in found if not uses.startswith("./") and not PINNED.fullmatch(uses)]
+
+
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
-def test_actions_are_pinned_to_a_major_version_or_a_commit(path: Path) -> None:
+def test_actions_are_pinned_by_commit_sha_with_the_version_noted(path: Path) -> None:
+    text = path.read_text()
+    assert unpinned_actions(text) == []
+    # The text check saw every `uses` the parsed workflow has (none is spelled past the regex).
     doc = _workflow(path.name)
-    for step in _steps(doc):
-        uses = step.get("uses")
-        if uses is None or uses.startswith("./"):
-            continue
-        assert re.fullmatch(r"[\w.-]+/[\w./-]+@(v\d+(\.\d+){0,2}|[0-9a-f]{40})", uses), uses
+    parsed = [s["uses"] for s in _steps(doc) if "uses" in s]
+    parsed += [job["uses"] for job in doc["jobs"].values() if "uses" in job]
+    assert len(parsed) == sum(1 for line in text.splitlines() if USES.match(line))
+
+
+def test_the_pin_check_catches_tags_and_shas_without_a_version() -> None:
+    sha = "11d5960a326750d5838078e36cf38b85af677262"
+    text = f"""\
+jobs:
+  a:
+    uses: ./.github/workflows/ci.yml
+  b:
+    steps:
+      - uses: actions/checkout@v4
+      - uses: docker/build-push-action@v6.19.2
+      - uses: actions/checkout@{sha}
+      - name: pinned
+        uses: actions/checkout@{sha} # v4.4.0
+      - uses: "actions/setup-node@main"
+"""
+    assert unpinned_actions(text) == [
+        "actions/checkout@v4",
+        "docker/build-push-action@v6.19.2",
+        f"actions/checkout@{sha}",
+        '"actions/setup-node@main"',
+    ]
+
+
+def test_one_action_is_pinned_to_one_commit_everywhere() -> None:
+    pins: dict[str, set[str]] = {}
+    for path in FILES:
+        for uses in (
+            m.group(1) for line in path.read_text().splitlines() if (m := USES.match(line))
+        ):
+            if not uses.startswith("./"):
+                action, _, pin = uses.partition("@")
+                pins.setdefault(action, set()).add(pin)
+    assert {action: pin for action, pin in pins.items() if len(pin) > 1} == {}
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
