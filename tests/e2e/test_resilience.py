@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import REDIS_URL
-from tests.e2e.harness import SCENARIOS, Environment, Row, Sizes, format_table
+from tests.e2e.harness import Environment, Row, Sizes, format_table
+from tests.e2e.scenarios import SCENARIOS
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
