@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import BigInteger, Delete, Select, bindparam, delete, select
+from sqlalchemy import BigInteger, Delete, Select, TextClause, bindparam, delete, select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.sql.functions import FunctionElement
 
+from bot.db.batches import Batches
 from bot.db.models import UpdateClaim
 from bot.db.scope import DataScope
 
@@ -42,6 +43,8 @@ PRUNE_INTERVAL_SECONDS = 600.0
 RELEASE_RETRY_SECONDS = 1.0
 
 _claims = UpdateClaim.__table__
+Row = tuple[int, int, int]
+"""(bot_id, update_id, time to live in milliseconds): one write of a round."""
 
 
 class epoch_ms(FunctionElement[int]):
@@ -74,9 +77,14 @@ class Claim:
 
 
 class UpdateLedger:
-    """Claims, finishes and releases updates; one per process, shared by its bots."""
+    """Claims, finishes and releases updates; one per process, shared by its bots.
+
+    Claims and done marks of concurrent updates go out together (bot.db.batches): one pooled
+    connection, one statement and one commit per round on PostgreSQL, whatever its size.
+    """
 
     def __init__(self, dialect: str) -> None:
+        self._dialect = dialect
         self._claim = _claim_statement(dialect, PROCESSING)
         self._done = _claim_statement(dialect, DONE, unconditional=True)
         self._state = _state_statement()
@@ -84,18 +92,19 @@ class UpdateLedger:
         self._prune = delete(_claims).where(_claims.c.expires_at < epoch_ms())
         self._pruned_at: dict[int, float] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._claims: Batches[DataScope, Row, Claim | None] = Batches(
+            self._claim_round, orphan=self._release_orphan
+        )
+        self._dones: Batches[DataScope, Row, int | None] = Batches(self._done_round)
 
     async def claim(
         self, scope: DataScope, bot_id: int, update_id: int, ttl: float
     ) -> Claim | None:
-        """One round trip: the claim for `ttl` seconds, or None when a live one (processing
-        elsewhere, or done) holds the update. Atomic across replicas: the insert and the
-        takeover of a lapsed row are one statement on the primary key."""
+        """The claim for `ttl` seconds, or None when a live one (processing elsewhere, or done)
+        holds the update. Atomic across replicas: the insert and the takeover of a lapsed row
+        are one statement on the primary key."""
         self._maybe_prune(scope, bot_id)
-        params = {"bot_id": bot_id, "update_id": update_id, "ttl_ms": int(ttl * 1000)}
-        async with scope.statement() as connection:
-            token = (await connection.execute(self._claim, params)).scalar()
-        return None if token is None else Claim(scope, bot_id, update_id, token)
+        return await self._claims.submit(scope, (bot_id, update_id, int(ttl * 1000)))
 
     async def state(self, scope: DataScope, bot_id: int, update_id: int) -> str | None:
         """PROCESSING, DONE, or None when no live row holds the update."""
@@ -107,13 +116,8 @@ class UpdateLedger:
 
     async def done(self, claim: Claim) -> None:
         """Marks the update done for a day (written even if the row lapsed meanwhile)."""
-        params = {
-            "bot_id": claim.bot_id,
-            "update_id": claim.update_id,
-            "ttl_ms": int(DONE_TTL_SECONDS * 1000),
-        }
-        async with claim.scope.statement() as connection:
-            await connection.execute(self._done, params)
+        row = (claim.bot_id, claim.update_id, int(DONE_TTL_SECONDS * 1000))
+        await self._dones.submit(claim.scope, row)
 
     async def release(self, claim: Claim) -> None:
         """Gives the update back for its redelivery; never raises. A release that fails (the
@@ -129,6 +133,54 @@ class UpdateLedger:
         """Deletes every expired row of the scope; returns how many."""
         async with scope.statement() as connection:
             return (await connection.execute(self._prune)).rowcount
+
+    async def _claim_round(self, scope: DataScope, rows: list[Row]) -> list[Claim | None]:
+        """Each row's claim, or None; a row repeated in the round loses after its first (one
+        statement may not take a row twice, and the first holds it if anyone can)."""
+        first: dict[tuple[int, int], int] = {}
+        for bot_id, update_id, ttl in rows:
+            first.setdefault((bot_id, update_id), ttl)
+        won = await self._write(scope, self._claim, [(*key, ttl) for key, ttl in first.items()])
+        claims: list[Claim | None] = []
+        seen: set[tuple[int, int]] = set()
+        for bot_id, update_id, _ in rows:
+            token = None if (bot_id, update_id) in seen else won.get((bot_id, update_id))
+            seen.add((bot_id, update_id))
+            claims.append(None if token is None else Claim(scope, bot_id, update_id, token))
+        return claims
+
+    async def _done_round(self, scope: DataScope, rows: list[Row]) -> list[int | None]:
+        unique = list({(bot_id, update_id): ttl for bot_id, update_id, ttl in rows}.items())
+        written = await self._write(scope, self._done, [(*key, ttl) for key, ttl in unique])
+        return [written.get((bot_id, update_id)) for bot_id, update_id, _ in rows]
+
+    async def _write(
+        self, scope: DataScope, statement: Any, rows: list[Row]
+    ) -> dict[tuple[int, int], int]:
+        """Writes the rows (distinct keys) with `statement`; returns the expires_at of those it
+        wrote, by key. PostgreSQL: one statement over arrays. SQLite: one per row, over one
+        connection (it has no arrays, and its writes are local)."""
+        written: dict[tuple[int, int], int] = {}
+        async with scope.statement() as connection:
+            if self._dialect == "postgresql":
+                bot_ids, update_ids, ttls = (list(column) for column in zip(*rows, strict=True))
+                batch = _batch_statement(statement is self._claim)
+                params = {"bot_ids": bot_ids, "update_ids": update_ids, "ttls": ttls}
+                for bot_id, update_id, token in await connection.execute(batch, params):
+                    written[bot_id, update_id] = token
+                return written
+            for bot_id, update_id, ttl in rows:
+                params = {"bot_id": bot_id, "update_id": update_id, "ttl_ms": ttl}
+                token = (await connection.execute(statement, params)).scalar()
+                if token is not None:
+                    written[bot_id, update_id] = token
+        return written
+
+    def _release_orphan(self, _scope: DataScope, claim: Claim | None) -> None:
+        """A claim won for an update whose worker was cancelled meanwhile (shutdown): given
+        back, so the redelivery need not wait for it to lapse."""
+        if claim is not None:
+            self._spawn(self.release(claim))
 
     async def _delete(self, claim: Claim) -> None:
         params = {"bot_id": claim.bot_id, "update_id": claim.update_id, "token": claim.token}
@@ -191,6 +243,27 @@ def _claim_statement(
         set_={"state": excluded.state, "expires_at": excluded.expires_at},
         where=None if unconditional else _claims.c.expires_at <= epoch_ms(),
     ).returning(_claims.c.expires_at)
+
+
+@functools.cache
+def _batch_statement(claim: bool) -> TextClause:
+    """PostgreSQL's round: the claim (or, with `claim` False, the done mark) for many rows in
+    one statement over arrays, RETURNING the rows it wrote. The same conditions as
+    `_claim_statement`: a claim takes only a row that is absent or expired."""
+    now = "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000 AS BIGINT)"
+    state = PROCESSING if claim else DONE
+    condition = f"WHERE update_claims.expires_at <= {now}" if claim else ""
+    return text(
+        f"""INSERT INTO update_claims (bot_id, update_id, state, expires_at)
+        SELECT b, u, '{state}', {now} + t
+        FROM unnest(CAST(:bot_ids AS BIGINT[]), CAST(:update_ids AS BIGINT[]),
+                    CAST(:ttls AS BIGINT[])) AS rows (b, u, t)
+        WHERE true
+        ON CONFLICT (bot_id, update_id) DO UPDATE
+        SET state = excluded.state, expires_at = excluded.expires_at
+        {condition}
+        RETURNING bot_id, update_id, expires_at"""  # noqa: S608 - constants only
+    )
 
 
 def _key() -> Any:

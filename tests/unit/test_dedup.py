@@ -277,3 +277,11 @@ async def test_the_bot_prunes_its_ledger_by_itself(
             break
         await asyncio.sleep(0.01)
     assert await entry(scope, 7) is None
+
+
+async def test_concurrent_claims_in_one_process_are_won_once(
+    ledger: UpdateLedger, scope: DataScope
+) -> None:
+    # One round may carry the same update twice (Telegram's concurrent redeliveries).
+    won = await asyncio.gather(*(ledger.claim(scope, 11, 1, ttl=60) for _ in range(5)))
+    assert sum(claim is not None for claim in won) == 1
