@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from sqlalchemy import BigInteger, Delete, Select, TextClause, bindparam, delete, select, text
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.sql.functions import FunctionElement
@@ -43,8 +45,8 @@ PRUNE_INTERVAL_SECONDS = 600.0
 RELEASE_RETRY_SECONDS = 1.0
 
 _claims = UpdateClaim.__table__
-Row = tuple[int, int, int]
-"""(bot_id, update_id, time to live in milliseconds): one write of a round."""
+Write = tuple[int, int, int]
+"""(bot_id, update_id, time to live in milliseconds): one row a round writes."""
 
 
 class epoch_ms(FunctionElement[int]):
@@ -92,10 +94,10 @@ class UpdateLedger:
         self._prune = delete(_claims).where(_claims.c.expires_at < epoch_ms())
         self._pruned_at: dict[int, float] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._claims: Batches[DataScope, Row, Claim | None] = Batches(
+        self._claims: Batches[DataScope, Write, Claim | None] = Batches(
             self._claim_round, orphan=self._release_orphan
         )
-        self._dones: Batches[DataScope, Row, int | None] = Batches(self._done_round)
+        self._dones: Batches[DataScope, Write, int | None] = Batches(self._done_round)
 
     async def claim(
         self, scope: DataScope, bot_id: int, update_id: int, ttl: float
@@ -134,13 +136,13 @@ class UpdateLedger:
         async with scope.statement() as connection:
             return (await connection.execute(self._prune)).rowcount
 
-    async def _claim_round(self, scope: DataScope, rows: list[Row]) -> list[Claim | None]:
+    async def _claim_round(self, scope: DataScope, rows: list[Write]) -> list[Claim | None]:
         """Each row's claim, or None; a row repeated in the round loses after its first (one
         statement may not take a row twice, and the first holds it if anyone can)."""
         first: dict[tuple[int, int], int] = {}
         for bot_id, update_id, ttl in rows:
             first.setdefault((bot_id, update_id), ttl)
-        won = await self._write(scope, self._claim, [(*key, ttl) for key, ttl in first.items()])
+        won = await self._write(scope, [(*key, ttl) for key, ttl in first.items()], claim=True)
         claims: list[Claim | None] = []
         seen: set[tuple[int, int]] = set()
         for bot_id, update_id, _ in rows:
@@ -149,26 +151,27 @@ class UpdateLedger:
             claims.append(None if token is None else Claim(scope, bot_id, update_id, token))
         return claims
 
-    async def _done_round(self, scope: DataScope, rows: list[Row]) -> list[int | None]:
+    async def _done_round(self, scope: DataScope, rows: list[Write]) -> list[int | None]:
         unique = list({(bot_id, update_id): ttl for bot_id, update_id, ttl in rows}.items())
-        written = await self._write(scope, self._done, [(*key, ttl) for key, ttl in unique])
+        written = await self._write(scope, [(*key, ttl) for key, ttl in unique], claim=False)
         return [written.get((bot_id, update_id)) for bot_id, update_id, _ in rows]
 
     async def _write(
-        self, scope: DataScope, statement: Any, rows: list[Row]
+        self, scope: DataScope, rows: list[Write], *, claim: bool
     ) -> dict[tuple[int, int], int]:
-        """Writes the rows (distinct keys) with `statement`; returns the expires_at of those it
-        wrote, by key. PostgreSQL: one statement over arrays. SQLite: one per row, over one
-        connection (it has no arrays, and its writes are local)."""
+        """Writes the rows (distinct keys) as claims, or as done marks; returns the expires_at
+        of those it wrote, by key. PostgreSQL: one statement over arrays. SQLite: one per row,
+        over one connection (it has no arrays, and its writes are local)."""
         written: dict[tuple[int, int], int] = {}
         async with scope.statement() as connection:
             if self._dialect == "postgresql":
                 bot_ids, update_ids, ttls = (list(column) for column in zip(*rows, strict=True))
-                batch = _batch_statement(statement is self._claim)
+                batch = _batch_statement(claim)
                 params = {"bot_ids": bot_ids, "update_ids": update_ids, "ttls": ttls}
                 for bot_id, update_id, token in await connection.execute(batch, params):
                     written[bot_id, update_id] = token
                 return written
+            statement = self._claim if claim else self._done
             for bot_id, update_id, ttl in rows:
                 params = {"bot_id": bot_id, "update_id": update_id, "ttl_ms": ttl}
                 token = (await connection.execute(statement, params)).scalar()
@@ -188,6 +191,8 @@ class UpdateLedger:
             await connection.execute(self._release, params)
 
     async def _release_later(self, claim: Claim) -> None:
+        # Our clock against the database's: a skew only makes the retries stop a bit early or
+        # late; the claim lapses at its own time regardless.
         while time.time() * 1000 < claim.token:
             await asyncio.sleep(RELEASE_RETRY_SECONDS)
             try:
@@ -211,7 +216,7 @@ class UpdateLedger:
             return
         log.info("update_claims_pruned", removed=removed)
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)  # a reference, or the loop may drop the task mid-way
         task.add_done_callback(self._background.discard)
@@ -266,7 +271,7 @@ def _batch_statement(claim: bool) -> TextClause:
     )
 
 
-def _key() -> Any:
+def _key() -> ColumnElement[bool]:
     return (_claims.c.bot_id == bindparam("bot_id")) & (
         _claims.c.update_id == bindparam("update_id")
     )
