@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.db.migrations import upgrade_to_head
 from tests.conftest import REDIS_URL, _create_database, _drop_database, database_url
-from tests.e2e.harness import LONG_SCENARIOS, SCENARIOS, Environment, Row, Sizes, format_table
+from tests.e2e.harness import LONG_SCENARIOS, Environment, Row, Sizes, format_table
+from tests.e2e.scenarios import SCENARIOS
 
 ALL = {**SCENARIOS, **LONG_SCENARIOS}
 

@@ -79,6 +79,9 @@ async def bare(api: str, updates: int, concurrency: int, *, freeze: bool) -> Row
 
 
 _new_user_ids = itertools.count(10_000_000)
+# Each run of ours gets update ids of its own: the runs share a database, and its ledger would
+# acknowledge a repeated id as a redelivery without processing it.
+_update_id_blocks = itertools.count(1, 1_000_000)
 
 
 def _users(count: int, offset: int = 0) -> list[int]:
@@ -125,13 +128,15 @@ async def ours(
     ):
         startup = await child.wait_http(f"http://127.0.0.1:{port}/readyz")
         url = f"http://127.0.0.1:{port}/webhook"
+        first_id = next(_update_id_blocks)
         # Warm-up registers the returning users (and warms pools and the cache); not measured.
-        await drive(url, start_updates(1, _users(USERS)), concurrency=concurrency, secret=SECRET)
+        warm_up = start_updates(first_id, _users(USERS))
+        await drive(url, warm_up, concurrency=concurrency, secret=SECRET)
         # New users: ids no earlier run in this database has seen.
         users = [next(_new_user_ids) for _ in range(updates)] if new_users else _users(updates)
         cpu = child.cpu_seconds()
         result = await drive(
-            url, start_updates(100_000, users), concurrency=concurrency, secret=SECRET
+            url, start_updates(first_id + 100_000, users), concurrency=concurrency, secret=SECRET
         )
         cpu = (child.cpu_seconds() - cpu) / updates
     kind = "new users (insert)" if new_users else "returning users"

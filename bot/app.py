@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.cache import Cache, create_redis
 from bot.config import Settings
 from bot.db.engine import create_engine
+from bot.db.ledger import UpdateLedger
 from bot.db.schema import SchemaGate
 from bot.db.scope import DataScope
 from bot.db.tenants import bot_namespace, bot_scope
@@ -141,9 +142,8 @@ def create_dispatcher(
         # own is a backstop past it and past every paced wait it allows.
         deadline = settings.update_timeout_seconds
         backstop = deadline + pause_allowance(deadline) + 1.0
-        dp.update.outer_middleware(
-            DeduplicationMiddleware(cache=resources.cache, deadline=backstop)
-        )
+        ledger = UpdateLedger(resources.engine.dialect.name)
+        dp.update.outer_middleware(DeduplicationMiddleware(ledger=ledger, deadline=backstop))
         dp.update.outer_middleware(DeadlineMiddleware(deadline))
     # Inner, so they run only after a handler matched (an unmatched update costs no session and
     # no language lookup), and on every event type: a handler added for a new type gets the same

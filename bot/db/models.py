@@ -66,3 +66,19 @@ class User(Base):
 
     def __repr__(self) -> str:
         return f"User(id={self.id!r}, telegram_id={self.telegram_id!r})"
+
+
+class UpdateClaim(Base):
+    """One update's entry in the exactly-once ledger (bot.db.ledger): claimed while a worker
+    processes it, done once it has been."""
+
+    __tablename__ = "update_claims"
+
+    # The bot in the key too: a bot file given another bot's token keeps its schema, and the new
+    # bot's update ids must not collide with the old one's.
+    bot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    state: Mapped[str] = mapped_column(String)
+    # Milliseconds since the epoch by the database's clock: one clock for every replica.
+    # Indexed for the prune, which deletes what has expired.
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)

@@ -20,7 +20,7 @@ from bot.errors import SchemaNotReadyError
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 SCHEMA_POLL_SECONDS = 2.0
 
 

@@ -107,7 +107,7 @@ class Row:
 
 
 COLUMNS = (
-    ("scenario", 32), ("sent", 6), ("posts", 6), ("replied", 7), ("dups", 5),
+    ("scenario", 50), ("sent", 6), ("posts", 6), ("replied", 7), ("dups", 5),
     ("ack-lost dups", 13), ("lost", 5), ("5xx", 5), ("p99 ms", 7), ("secs", 5), ("verdict", 7),
 )  # fmt: skip
 
@@ -191,6 +191,9 @@ class SimulatedTelegram:
         max_backoff: float = 1.0,
     ) -> None:
         self.target = target
+        # Set: each POST goes to one of these at random, as a Service spreads Telegram's
+        # deliveries (and its retries) over the replicas behind it.
+        self.replicas: list[str] = []
         self.connections = connections
         self.attempt_timeout = attempt_timeout
         self.max_backoff = max_backoff
@@ -233,11 +236,12 @@ class SimulatedTelegram:
         sent_headers = {"Content-Type": "application/json", SECRET_HEADER: TEST_SECRET}
         if headers is not None:
             sent_headers = headers
+        target = random.choice(self.replicas) if self.replicas else self.target
         async with self._slots:
             started = time.perf_counter()
             try:
                 async with self._http.post(
-                    self.target + "/webhook", data=io.BytesIO(body), headers=sent_headers
+                    target + "/webhook", data=io.BytesIO(body), headers=sent_headers
                 ) as response:
                     await response.read()
                     status = response.status

@@ -8,7 +8,6 @@ import pytest
 
 from tests.conftest import REDIS_URL
 from tests.e2e.harness import (
-    SCENARIOS,
     SOAK_MAX_SLOPE_MIB_PER_10K,
     Environment,
     MiB,
@@ -17,6 +16,7 @@ from tests.e2e.harness import (
     format_table,
     rss_slope,
 )
+from tests.e2e.scenarios import SCENARIOS
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))

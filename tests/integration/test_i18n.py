@@ -205,11 +205,18 @@ async def test_the_apology_speaks_the_users_language(harness: Harness) -> None:
     )
 
 
+def inserts(statements: list[str]) -> list[str]:
+    """The ledger's claims and done marks (its prune, in the background, runs now and then)."""
+    return [s for s in statements if s.lstrip().upper().startswith("INSERT")]
+
+
 @contextmanager
-def count_io(h: Harness) -> Iterator[tuple[list[str], list[str]]]:
-    """(user cache reads, database statements) while the block runs."""
+def count_io(h: Harness) -> Iterator[tuple[list[str], list[str], list[str]]]:
+    """(user cache reads, the handlers' database statements, the exactly-once ledger's) while
+    the block runs."""
     reads: list[str] = []
     statements: list[str] = []
+    ledger: list[str] = []
     cache = h.resources.cache
     real_get = cache.get
 
@@ -219,12 +226,12 @@ def count_io(h: Harness) -> Iterator[tuple[list[str], list[str]]]:
         return await real_get(key)
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
+        (ledger if "update_claims" in statement else statements).append(statement)
 
     cache.get = get  # type: ignore[method-assign]
     event.listen(h.resources.engine.sync_engine, "before_cursor_execute", record)
     try:
-        yield reads, statements
+        yield reads, statements, ledger
     finally:
         event.remove(h.resources.engine.sync_engine, "before_cursor_execute", record)
         cache.get = real_get  # type: ignore[method-assign]
@@ -235,18 +242,20 @@ async def test_a_returning_user_costs_one_cache_read_and_no_database(harness: Ha
     uid = new_user_id()
     sender = user(uid, "Hot", language_code="de")
     await harness.feed(start_update(sender))
-    with count_io(harness) as (reads, statements):
+    with count_io(harness) as (reads, statements, ledger):
         await harness.feed(start_update(sender))
         await harness.feed(message_update(sender, None, sticker=STICKER))
     assert len(reads) == 2  # one per update: the locale's read serves /start's registration too
     assert statements == []
+    assert len(inserts(ledger)) == 4  # each update's claim and done mark
     assert harness.telegram.sent_texts()[1] == "Schön, dass du wieder da bist, Hot!"
 
 
 async def test_a_new_users_start_costs_one_statement(quick_harness: Harness) -> None:
     """/start resolves the language from its own upsert: no lookup before it."""
-    with count_io(quick_harness) as (reads, statements):
+    with count_io(quick_harness) as (reads, statements, ledger):
         await quick_harness.feed(start_update(user(new_user_id(), "Neu", language_code="de")))
     assert len(reads) == 1
+    assert len(inserts(ledger)) == 2  # the update's claim and its done mark
     assert len(statements) == 1
     assert statements[0].lstrip().upper().startswith("INSERT")

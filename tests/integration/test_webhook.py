@@ -19,11 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
 from structlog.testing import capture_logs
 
+from bot.db.ledger import UpdateLedger
 from bot.db.migrations import upgrade_to_head
 from bot.db.schema import SCHEMA_REVISION
 from bot.lifecycle import ServerState
 from bot.web import create_app
-from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
+from tests.conftest import TEST_SECRET, TEST_TOKEN
 from tests.integration.conftest import Harness
 from tests.support.fake_telegram import Scripted
 from tests.support.servers import ThrowawayPostgres, ThrowawayRedis
@@ -365,16 +366,16 @@ async def test_redis_down_is_degraded_but_ready_and_updates_flow(
     assert len(hook.harness.telegram.calls_to("sendMessage")) == 2
 
 
-async def test_redelivery_is_deduplicated_across_replicas_through_redis(
+async def test_redelivery_is_deduplicated_across_replicas_through_the_database(
     serve: Callable[[Harness], Awaitable[Webhook]],
     make_harness: MakeHarness,
     pg_migrated_url: str,
-    redis_cleanup: None,
 ) -> None:
+    # No Redis at all: each replica has only its own memory, and the ledger in PostgreSQL.
     replicas = [
         await serve(
             await make_harness(
-                database_url=pg_migrated_url, redis_url=REDIS_URL, webhook_secret=TEST_SECRET
+                database_url=pg_migrated_url, redis_url="", webhook_secret=TEST_SECRET
             )
         )
         for _ in range(2)
@@ -393,8 +394,11 @@ async def test_a_claim_freed_late_in_the_wait_still_gets_the_whole_processing_de
     webhook = await make_webhook(update_timeout_seconds=1.0)
     h = webhook.harness
     update = message_update(user(uid()), "after a crash")
-    key = h.app.tenant.key("update", update["update_id"])
-    await h.resources.cache.set_nx(key, "processing", 0.9)  # a dead worker's claim, expiring
+    tenant = h.app.tenant
+    # A dead worker's claim, expiring.
+    await UpdateLedger(h.resources.engine.dialect.name).claim(
+        tenant.data, tenant.bot_id, update["update_id"], ttl=0.9
+    )
     h.telegram.script("sendMessage", Scripted(delay=0.6, body=None, delivered=True))
 
     first = await webhook.post(update)  # claimed at ~0.9 s, then 0.6 s of sending

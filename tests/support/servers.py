@@ -59,6 +59,13 @@ class ThrowawayRedis:
         )
         wait_for_port(self.port)
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, every key gone with the process (nothing is persisted)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()

@@ -1,127 +1,287 @@
-"""The dedup middleware called directly with a stub handler, as aiogram's own tests do."""
+"""The dedup middleware called directly with a stub handler, as aiogram's own tests do, over a
+real ledger (a SQLite file; tests/integration/test_ledger.py runs it on PostgreSQL).
+
+Each step of a claim's life is checked where it happens: from inside the handler (processing,
+short expiry), and after it (done for a day, released, done on a bug).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiogram.types import Update
+from sqlalchemy import insert, select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.cache import Cache
+from bot.db.ledger import DONE_TTL_SECONDS, PROCESSING, UpdateLedger, epoch_ms
+from bot.db.models import Base, UpdateClaim
+from bot.db.scope import DataScope
 from bot.errors import UpdateInProgressError
 from bot.middlewares.dedup import DeduplicationMiddleware
-from tests.support.tenants import keys_only_tenant
+from bot.tenant import Tenant
 
 UPDATE = Update(update_id=1)
-TENANT = keys_only_tenant("p", 11, "p")
-DATA: dict[str, Any] = {"tenant": TENANT}
+DEADLINE = 30.0
+Handler = Any
 
 
-def middleware(cache: Cache, wait: float = 1.0) -> DeduplicationMiddleware:
-    return DeduplicationMiddleware(cache=cache, deadline=30, wait=wait)
+@pytest.fixture
+async def scope(tmp_path: Path) -> AsyncIterator[DataScope]:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all, tables=[UpdateClaim.__table__])
+    yield DataScope(engine)
+    await engine.dispose()
 
 
-async def test_second_delivery_is_skipped() -> None:
-    cache, calls = Cache(), []
+@pytest.fixture
+def data(scope: DataScope) -> dict[str, Any]:
+    return {"tenant": Tenant(name="p", bot_id=11, namespace="p", data=scope)}
+
+
+@pytest.fixture
+def ledger() -> UpdateLedger:
+    return UpdateLedger("sqlite")
+
+
+def middleware(ledger: UpdateLedger, wait: float = 1.0) -> DeduplicationMiddleware:
+    return DeduplicationMiddleware(ledger=ledger, deadline=DEADLINE, wait=wait)
+
+
+async def entry(scope: DataScope, update_id: int = 1, bot_id: int = 11) -> tuple[str, float] | None:
+    """The update's ledger row as (state, seconds until it expires), or None."""
+    claims = UpdateClaim.__table__
+    query = select(claims.c.state, claims.c.expires_at - epoch_ms()).where(
+        claims.c.bot_id == bot_id, claims.c.update_id == update_id
+    )
+    async with scope.statement() as connection:
+        row = (await connection.execute(query)).one_or_none()
+    return None if row is None else (row[0], row[1] / 1000)
+
+
+async def seed(scope: DataScope, update_id: int, state: str, expires_in: float) -> None:
+    """An entry written as another process would have, without this ledger's own prune."""
+    values = {"bot_id": 11, "update_id": update_id, "state": state,
+              "expires_at": epoch_ms() + int(expires_in * 1000)}  # fmt: skip
+    async with scope.statement() as connection:
+        await connection.execute(insert(UpdateClaim.__table__).values(values))
+
+
+async def test_the_claim_is_processing_while_the_handler_runs_then_done(
+    ledger: UpdateLedger, scope: DataScope, data: dict[str, Any]
+) -> None:
+    seen: list[tuple[str, float] | None] = []
+
+    async def handler(_event: Any, _data: dict[str, Any]) -> str:
+        seen.append(await entry(scope))
+        return "handled"
+
+    assert await middleware(ledger)(handler, UPDATE, data) == "handled"
+    [(state, expires_in)] = seen
+    # A short expiry while it runs (a crashed worker's claim lapses soon), past the deadline.
+    assert state == PROCESSING
+    assert DEADLINE < expires_in <= DEADLINE + 30
+    after = await entry(scope)
+    assert after is not None
+    assert after[0] == "done"
+    assert DONE_TTL_SECONDS - 60 < after[1] <= DONE_TTL_SECONDS
+
+
+async def test_second_delivery_is_skipped(ledger: UpdateLedger, data: dict[str, Any]) -> None:
+    calls = []
 
     async def handler(_event: Any, _data: dict[str, Any]) -> str:
         calls.append(1)
-        return "done"
+        return "handled"
 
-    dedup = middleware(cache)
-    assert await dedup(handler, UPDATE, DATA) == "done"
-    assert await dedup(handler, UPDATE, DATA) is None
+    dedup = middleware(ledger)
+    assert await dedup(handler, UPDATE, data) == "handled"
+    assert await dedup(handler, UPDATE, data) is None
     assert calls == [1]
-    assert await cache.get("p:update:1") == "done"
 
 
-async def test_retryable_failure_releases_the_claim() -> None:
-    cache = Cache()
+async def test_retryable_failure_releases_the_claim_and_the_redelivery_runs(
+    ledger: UpdateLedger, scope: DataScope, data: dict[str, Any]
+) -> None:
+    calls = []
 
-    async def broken(_event: Any, _data: dict[str, Any]) -> None:
-        raise OperationalError("SELECT 1", {}, ConnectionRefusedError())
+    async def broken_once(_event: Any, _data: dict[str, Any]) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError())
+        return "handled"
 
+    dedup = middleware(ledger)
     with pytest.raises(OperationalError):
-        await middleware(cache)(broken, UPDATE, DATA)
-    assert await cache.get("p:update:1") is None
+        await dedup(broken_once, UPDATE, data)
+    assert await entry(scope) is None
+    assert await dedup(broken_once, UPDATE, data) == "handled"
+    assert calls == [1, 1]
 
 
-async def test_a_bug_is_final() -> None:
-    cache = Cache()
+async def test_a_bug_is_final(ledger: UpdateLedger, scope: DataScope, data: dict[str, Any]) -> None:
+    calls = []
 
     async def buggy(_event: Any, _data: dict[str, Any]) -> None:
+        calls.append(1)
         raise ZeroDivisionError
 
+    dedup = middleware(ledger)
     with pytest.raises(ZeroDivisionError):
-        await middleware(cache)(buggy, UPDATE, DATA)
-    assert await cache.get("p:update:1") == "done"
+        await dedup(buggy, UPDATE, data)
+    state = await entry(scope)
+    assert state is not None
+    assert state[0] == "done"
+    assert await dedup(buggy, UPDATE, data) is None  # the redelivery: acknowledged, not rerun
+    assert calls == [1]
 
 
-async def test_cancellation_releases_the_claim() -> None:
-    cache = Cache()
+async def test_cancellation_releases_the_claim(
+    ledger: UpdateLedger, scope: DataScope, data: dict[str, Any]
+) -> None:
     started = asyncio.Event()
 
     async def slow(_event: Any, _data: dict[str, Any]) -> None:
         started.set()
         await asyncio.Event().wait()
 
-    task = asyncio.create_task(middleware(cache)(slow, UPDATE, DATA))
+    task = asyncio.create_task(middleware(ledger)(slow, UPDATE, data))
     await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await cache.get("p:update:1") is None
+    assert await entry(scope) is None
 
 
-async def test_a_claim_held_too_long_elsewhere_is_in_progress() -> None:
-    cache = Cache()
-    await cache.set("p:update:1", "processing", ttl=60)
+async def test_a_claim_held_too_long_elsewhere_is_in_progress(
+    ledger: UpdateLedger, scope: DataScope, data: dict[str, Any]
+) -> None:
+    assert await ledger.claim(scope, 11, 1, ttl=60) is not None  # another replica's, alive
 
     async def handler(_event: Any, _data: dict[str, Any]) -> None:
         raise AssertionError
 
     with pytest.raises(UpdateInProgressError):
-        await middleware(cache, wait=0.1)(handler, UPDATE, DATA)
+        await middleware(ledger, wait=0.1)(handler, UPDATE, data)
+    state = await entry(scope)
+    assert state is not None
+    assert state[0] == PROCESSING  # still the other worker's
 
 
-async def test_the_deadline_releases_the_claim_so_the_update_comes_back() -> None:
-    cache = Cache()
+async def test_a_crashed_workers_claim_lapses_and_the_redelivery_runs(
+    ledger: UpdateLedger, data: dict[str, Any], scope: DataScope
+) -> None:
+    assert await ledger.claim(scope, 11, 1, ttl=-1) is not None  # its expiry has passed
+    calls = []
 
+    async def handler(_event: Any, _data: dict[str, Any]) -> None:
+        calls.append(1)
+
+    await middleware(ledger, wait=0.1)(handler, UPDATE, data)
+    assert calls == [1]
+
+
+async def test_the_deadline_releases_the_claim_so_the_update_comes_back(
+    ledger: UpdateLedger, scope: DataScope, data: dict[str, Any]
+) -> None:
     async def hangs(_event: Any, _data: dict[str, Any]) -> None:
         await asyncio.Event().wait()
 
-    dedup = DeduplicationMiddleware(cache=cache, deadline=0.05)
+    dedup = DeduplicationMiddleware(ledger=ledger, deadline=0.05)
     with pytest.raises(TimeoutError):
-        await dedup(hangs, UPDATE, DATA)
-    assert await cache.get("p:update:1") is None
+        await dedup(hangs, UPDATE, data)
+    assert await entry(scope) is None
 
 
-async def test_the_deadline_starts_when_the_claim_is_won() -> None:
-    cache = Cache()
-    await cache.set_nx("p:update:1", "processing", 1.2)  # a dead worker's claim, expiring
+async def test_the_deadline_starts_when_the_claim_is_won(
+    ledger: UpdateLedger, scope: DataScope, data: dict[str, Any]
+) -> None:
+    await ledger.claim(scope, 11, 1, ttl=1.2)  # a dead worker's claim, expiring
 
     async def takes_a_while(_event: Any, _data: dict[str, Any]) -> str:
         await asyncio.sleep(0.2)
-        return "done"
+        return "handled"
 
     # 1.2 s of waiting, then 0.2 s of work: within a 1 s deadline only if it starts late.
-    dedup = DeduplicationMiddleware(cache=cache, deadline=1.0, wait=3.0)
-    assert await dedup(takes_a_while, UPDATE, DATA) == "done"
+    dedup = DeduplicationMiddleware(ledger=ledger, deadline=1.0, wait=3.0)
+    assert await dedup(takes_a_while, UPDATE, data) == "handled"
 
 
-async def test_update_ids_are_per_bot() -> None:
-    """Bot A's update 1 done must not make bot B's update 1 a duplicate (one host, many bots)."""
-    cache, calls = Cache(), []
+async def test_a_late_release_leaves_a_newer_claim_alone(
+    ledger: UpdateLedger, scope: DataScope
+) -> None:
+    stale = await ledger.claim(scope, 11, 1, ttl=-1)  # lapsed while its worker was stuck
+    fresh = await ledger.claim(scope, 11, 1, ttl=60)  # another worker's, since
+    assert stale is not None
+    assert fresh is not None
+    await ledger.release(stale)
+    state = await entry(scope)
+    assert state is not None
+    assert state[0] == PROCESSING
+    await ledger.release(fresh)
+    assert await entry(scope) is None
 
-    async def handler(_event: Any, data: dict[str, Any]) -> None:
-        calls.append(data["tenant"].name)
 
-    dedup = middleware(cache)
-    other = {"tenant": keys_only_tenant("q", 12, "p:q")}
-    await dedup(handler, UPDATE, DATA)
+async def test_update_ids_are_per_bot(
+    ledger: UpdateLedger, scope: DataScope, data: dict[str, Any]
+) -> None:
+    """Bot A's update 1 done must not make bot B's update 1 a duplicate (one host, many bots,
+    or a bot file given another bot's token)."""
+    calls = []
+
+    async def handler(_event: Any, handler_data: dict[str, Any]) -> None:
+        calls.append(handler_data["tenant"].name)
+
+    dedup = middleware(ledger)
+    other = {"tenant": Tenant(name="q", bot_id=12, namespace="p:q", data=scope)}
+    await dedup(handler, UPDATE, data)
     await dedup(handler, UPDATE, other)
     await dedup(handler, UPDATE, other)
     assert calls == ["p", "q"]
-    assert await cache.get("p:q:update:1") == "done"
+    state = await entry(scope, bot_id=12)
+    assert state is not None
+    assert state[0] == "done"
+
+
+async def test_the_prune_removes_expired_entries_only(
+    ledger: UpdateLedger, scope: DataScope
+) -> None:
+    await seed(scope, 1, PROCESSING, expires_in=-1)  # a crashed worker's, lapsed
+    await seed(scope, 2, "done", expires_in=-1)  # past its day
+    await seed(scope, 3, "done", expires_in=60)
+    await seed(scope, 4, PROCESSING, expires_in=60)
+    assert await ledger.prune(scope) == 2
+    assert await entry(scope, 1) is None
+    assert await entry(scope, 2) is None
+    assert await entry(scope, 3) is not None
+    assert await entry(scope, 4) is not None
+
+
+async def test_the_bot_prunes_its_ledger_by_itself(
+    ledger: UpdateLedger, scope: DataScope, data: dict[str, Any]
+) -> None:
+    await seed(scope, 7, "done", expires_in=-1)  # an entry past its day
+
+    async def handler(_event: Any, _data: dict[str, Any]) -> None:
+        return None
+
+    await middleware(ledger)(handler, UPDATE, data)
+    # The prune runs beside the first claim, in the background.
+    for _ in range(100):
+        if await entry(scope, 7) is None:
+            break
+        await asyncio.sleep(0.01)
+    assert await entry(scope, 7) is None
+
+
+async def test_concurrent_claims_in_one_process_are_won_once(
+    ledger: UpdateLedger, scope: DataScope
+) -> None:
+    # One round may carry the same update twice (Telegram's concurrent redeliveries).
+    won = await asyncio.gather(*(ledger.claim(scope, 11, 1, ttl=60) for _ in range(5)))
+    assert sum(claim is not None for claim in won) == 1
