@@ -24,7 +24,7 @@ from bot.db.ledger import UpdateLedger
 from bot.db.schema import SchemaGate
 from bot.db.scope import DataScope
 from bot.db.tenants import bot_namespace, bot_scope
-from bot.deadline import DeadlineMiddleware, pause_allowance
+from bot.deadline import DeadlineMiddleware, update_budget
 from bot.handlers import common, failures, language, start
 from bot.i18n import load_i18n
 from bot.middlewares.dedup import DeduplicationMiddleware
@@ -141,9 +141,10 @@ def create_dispatcher(
         # The deadline proper is the next middleware's, counted from the claim as well; dedup's
         # own is a backstop past it and past every paced wait it allows.
         deadline = settings.update_timeout_seconds
-        backstop = deadline + pause_allowance(deadline) + 1.0
         ledger = UpdateLedger(resources.engine.dialect.name)
-        dp.update.outer_middleware(DeduplicationMiddleware(ledger=ledger, deadline=backstop))
+        dp.update.outer_middleware(
+            DeduplicationMiddleware(ledger=ledger, deadline=update_budget(deadline))
+        )
         dp.update.outer_middleware(DeadlineMiddleware(deadline))
     # Inner, so they run only after a handler matched (an unmatched update costs no session and
     # no language lookup), and on every event type: a handler added for a new type gets the same

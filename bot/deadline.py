@@ -37,6 +37,12 @@ def pause_allowance(deadline: float) -> float:
     return max(0.0, min(deadline, WEBHOOK_ANSWER_BUDGET_SECONDS - deadline))
 
 
+def update_budget(deadline: float) -> float:
+    """The longest an update may take, paced waits included, and a second to spare: dedup's
+    backstop, and so what a claim must outlive."""
+    return deadline + pause_allowance(deadline) + 1.0
+
+
 def current_deadline() -> UpdateDeadline | None:
     """The deadline of the update this task is processing (None outside one: start-up calls)."""
     return _current.get()

@@ -5,14 +5,18 @@ updates in flight; once other bots have had traffic within the last `window` sec
 an equal share of the budget (never less than `floor`). A cap that only bounds each bot (half
 the pool, say) is not enough: a flooded bot then keeps that many updates running, and every
 quiet bot's reply waits its turn in the same event loop behind them (p99 5.9x in
-benchmarks.density). An update above its bot's share is refused, and Telegram redelivers it.
+benchmarks.density). An update above its bot's share waits for one of its bot's own updates to
+finish (holding only a connection, which Telegram bounds per bot), and is refused when that
+takes longer than `wait` seconds: Telegram redelivers it. Waiting first spares a burst the 503
+round trips, each of which Telegram answers with a longer back-off.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 
 # A quiet bot (an update every few seconds) still counts as active between its updates, so a
@@ -22,7 +26,7 @@ RECOUNT_SECONDS = 0.2
 
 
 class FairShare:
-    """Admission per bot id: `try_acquire` before an update, `release` after it."""
+    """Admission per bot id: `acquire` (or `try_acquire`) before an update, `release` after."""
 
     def __init__(
         self,
@@ -37,6 +41,7 @@ class FairShare:
         self.window = window
         self._clock = clock
         self._in_flight: Counter[int] = Counter()
+        self._waiting: defaultdict[int, deque[asyncio.Future[None]]] = defaultdict(deque)
         self._seen: dict[int, float] = {}
         self._active = 1
         self._counted_at = -math.inf
@@ -60,8 +65,32 @@ class FairShare:
         self._in_flight[bot_id] += 1
         return True
 
+    async def acquire(self, bot_id: int, *, wait: float) -> bool:
+        """`try_acquire`, else wait up to `wait` seconds for a slot of this bot's own, first
+        come first served."""
+        if self.try_acquire(bot_id):
+            return True
+        slot = asyncio.get_running_loop().create_future()
+        queue = self._waiting[bot_id]
+        queue.append(slot)
+        # asyncio.wait never cancels `slot`: a slot handed over just as the wait ends is kept.
+        await asyncio.wait((slot,), timeout=wait)
+        if slot.done():
+            return True
+        queue.remove(slot)
+        if not queue:
+            del self._waiting[bot_id]
+        return False
+
     def release(self, bot_id: int) -> None:
+        """The update is finished: its slot goes to the bot's next waiting update, if any."""
         self._in_flight[bot_id] -= 1
+        queue = self._waiting.get(bot_id)
+        if queue and self._in_flight[bot_id] < self.share():
+            self._in_flight[bot_id] += 1
+            queue.popleft().set_result(None)
+            if not queue:
+                del self._waiting[bot_id]
         if self._in_flight[bot_id] <= 0:
             del self._in_flight[bot_id]
 

@@ -36,6 +36,9 @@ log = structlog.get_logger(__name__)
 
 # The contract allows 60 s from a file's change to the bot serving (or answering 404).
 RESCAN_SECONDS = 5.0
+# How long an update over its bot's fair share waits for a slot before the 503: with the
+# update's own budget (bot.deadline.update_budget, 51 s) still inside Telegram's 60 s.
+ADMISSION_WAIT_SECONDS = 5.0
 
 
 @dataclass
@@ -67,6 +70,7 @@ class BotHost:
         # 503 whenever many bots are active.
         pool = self.settings.db_pool_size + self.settings.db_max_overflow
         self.fair_share = FairShare(max(2, pool // 2), floor=2)
+        self.admission_wait = ADMISSION_WAIT_SECONDS
 
     async def sync(self) -> None:
         snapshot = await asyncio.to_thread(read_bots_dir, self.settings.require_bots_dir())
@@ -204,7 +208,7 @@ class BotHost:
             WEBHOOK_REQUESTS.labels("404").inc()
             return web.json_response({"error": "no such bot"}, status=404)
         bot_id = hosted.tenant.bot_id
-        if not self.fair_share.try_acquire(bot_id):
+        if not await self.fair_share.acquire(bot_id, wait=self.admission_wait):
             WEBHOOK_REQUESTS.labels("503").inc()
             body = {"error": "too many updates in flight for this bot"}
             return web.json_response(body, status=503, headers={"Retry-After": "1"})

@@ -196,6 +196,24 @@ async def test_a_refused_token_is_reported_and_the_others_serve(
     assert body["checks"]["bots"]["news"]["status"] == "serving"
 
 
+async def test_a_burst_over_the_share_waits_for_its_slots_instead_of_a_503(
+    make_host: Callable[..., Awaitable[Host]], fake_telegram: FakeTelegram
+) -> None:
+    host = await make_host(("shop", SHOP), ("news", NEWS))
+    release = asyncio.Event()
+    fake_telegram.faults = lambda _method, _params: Scripted(hold=release)
+    shares = host.host.fair_share
+    host.host.admission_wait = 600.0  # however slow the machine: this test is about the order
+    shop = int(SHOP[0])
+    posts = [host.post(SHOP[0], start_update(user(3000 + i)), SHOP[2]) for i in range(12)]
+    burst = asyncio.ensure_future(asyncio.gather(*posts))
+    await until(lambda: shares.in_flight(shop) == shares.budget)
+    assert not burst.done()  # the rest wait: nothing was refused
+    release.set()
+    assert await burst == [200] * 12
+    assert len(host.replies(SHOP)) == 12
+
+
 async def test_each_bots_webhook_is_watched_under_its_name(
     make_host: Callable[..., Awaitable[Host]], fake_telegram: FakeTelegram
 ) -> None:
@@ -324,6 +342,7 @@ async def test_one_bots_flood_cannot_starve_the_others(
     fake_telegram.faults = hang_the_shop
     shares = host.host.fair_share
     shares.window = 600.0  # both bots stay active for the whole test, however slow the machine
+    host.host.admission_wait = 0.0  # over its share: refused at once (the waiting is below)
     shop = int(SHOP[0])
 
     async def burst(count: int, first_user: int) -> list[int]:

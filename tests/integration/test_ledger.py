@@ -21,6 +21,7 @@ from bot.db.migrations import upgrade_to_head
 from bot.db.models import UpdateClaim
 from bot.db.scope import DataScope
 from bot.db.tenants import postgres_scope
+from bot.deadline import update_budget
 from tests.conftest import TEST_SECRET, TEST_TOKEN
 from tests.support.bot_process import BotProcess
 from tests.support.fake_telegram import FakeTelegram, Scripted
@@ -123,7 +124,8 @@ async def test_a_process_killed_between_claim_and_reply_leaves_the_update_unfini
         entry = await _entry(engine, update_id)
         assert entry is not None
         assert entry[0] == PROCESSING  # visible as claimed, not answered
-        assert 0 < entry[1] <= (25 + 30) * 1000  # and lapsing by itself soon
+        # ...and lapsing by itself soon: the update's whole budget at the default 25 s, + 30 s.
+        assert 0 < entry[1] <= (update_budget(25) + 30) * 1000
 
         first.signal(signal.SIGKILL)
         assert await first.wait(10) == -signal.SIGKILL

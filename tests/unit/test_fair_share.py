@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from bot.fair_share import RECOUNT_SECONDS, FairShare
 
 FLOODED, QUIET, OTHER = 1, 2, 3
@@ -75,3 +77,27 @@ def test_release_after_forget_leaves_no_residue() -> None:
     shares.forget(OTHER)
     shares.release(OTHER)
     assert shares.in_flight(OTHER) == 0
+
+
+async def test_an_update_over_the_share_waits_for_its_bots_next_free_slot() -> None:
+    shares = FairShare(2, clock=Clock())
+    assert admitted(shares, FLOODED, 2) == 2
+    first = asyncio.ensure_future(shares.acquire(FLOODED, wait=60))
+    second = asyncio.ensure_future(shares.acquire(FLOODED, wait=60))
+    await asyncio.sleep(0)
+    assert not first.done() and not second.done()
+    shares.release(FLOODED)
+    assert await first  # first come, first served
+    assert not second.done()
+    assert shares.in_flight(FLOODED) == 2
+    shares.release(FLOODED)
+    assert await second
+
+
+async def test_a_wait_that_times_out_is_refused_and_leaves_nothing_behind() -> None:
+    shares = FairShare(1, clock=Clock())
+    assert shares.try_acquire(FLOODED)
+    assert not await shares.acquire(FLOODED, wait=0.01)
+    shares.release(FLOODED)
+    assert shares.in_flight(FLOODED) == 0  # no slot was handed to the departed waiter
+    assert await shares.acquire(FLOODED, wait=0)
