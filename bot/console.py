@@ -37,6 +37,7 @@ from aiogram.types import (
 from bot.app import assemble
 from bot.config import Settings
 from bot.lifecycle import settle_heap
+from bot.tenant import working_for
 
 CONSOLE_TOKEN = "1:console"  # noqa: S105 - never sent anywhere; aiogram only needs a well-formed token
 BOT_USER = User(id=1, is_bot=True, first_name="hello-bot", username="hello_bot")
@@ -138,6 +139,7 @@ async def run_console(
     session = ConsoleSession(stdout)
     bot = Bot(token=CONSOLE_TOKEN, session=session)
     async with assemble(settings, bot=bot, bot_name=bot_name, deduplicate=False) as app:
+        working_for.set(app.tenant.name)
         app.schema.require_open()  # nobody migrates PostgreSQL while we wait: say so and stop
         settle_heap()
         if interactive:

@@ -28,7 +28,7 @@ from bot.fair_share import FairShare
 from bot.lifecycle import ServerState, settle_heap, until_signalled
 from bot.observability.metrics import WEBHOOK_REQUESTS
 from bot.probes import create_probe_app, start_http
-from bot.tenant import Tenant
+from bot.tenant import Tenant, working_for
 from bot.web import WebhookHandler, register_webhook
 from bot.webhook_info import WebhookInfoCollector, watch_webhook
 
@@ -158,6 +158,7 @@ class BotHost:
     async def _register(self, hosted: HostedBot, schema: SchemaGate) -> None:
         """setWebhook, then getWebhookInfo every WEBHOOK_INFO_INTERVAL_SECONDS, as `serve` does
         (bot.web.start_webhook)."""
+        working_for.set(hosted.entry.name)  # this task's own context: its calls are this bot's
         settings = self.settings
         url = f"{settings.webhook_url}{settings.webhook_path}/{hosted.tenant.bot_id}"
         accepted = await register_webhook(

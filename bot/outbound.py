@@ -44,6 +44,7 @@ from bot.observability.metrics import (
     BOT_API_RETRIES,
     BOT_API_THROTTLED,
 )
+from bot.tenant import working_for
 
 if TYPE_CHECKING:
     from aiogram import Bot
@@ -102,7 +103,7 @@ class RetryMiddleware(BaseRequestMiddleware):
         bot: Bot,
         method: TelegramMethod[TelegramType],
     ) -> Response[TelegramType]:
-        name = type(method).__name__
+        name, owner = type(method).__name__, working_for.get()
         waited = 0.0
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -115,17 +116,17 @@ class RetryMiddleware(BaseRequestMiddleware):
             except TelegramNetworkError as exc:
                 reason, delay, error = "network", self._backoff(attempt), exc
             except TelegramAPIError as exc:
-                BOT_API_REQUESTS.labels(name, "error").inc()
+                BOT_API_REQUESTS.labels(owner, name, "error").inc()
                 log.warning("bot_api_refused", method=name, error=type(exc).__name__)
                 raise
             else:
-                BOT_API_REQUESTS.labels(name, "ok" if attempt == 1 else "retried").inc()
+                BOT_API_REQUESTS.labels(owner, name, "ok" if attempt == 1 else "retried").inc()
                 return result
             if attempt == self.max_attempts or waited + delay > self.max_total_wait:
-                BOT_API_REQUESTS.labels(name, "error").inc()
+                BOT_API_REQUESTS.labels(owner, name, "error").inc()
                 log.warning("bot_api_gave_up", method=name, reason=reason, attempts=attempt)
                 raise error
-            BOT_API_RETRIES.labels(name, reason).inc()
+            BOT_API_RETRIES.labels(owner, name, reason).inc()
             log.info("bot_api_retry", method=name, reason=reason, attempt=attempt, delay=delay)
             # Telegram's retry_after is pacing too: not counted against the deadline when it
             # fits in the update's budget.
@@ -284,10 +285,10 @@ class FloodControlMiddleware(BaseRequestMiddleware):
         deadline = current_deadline()
         if deadline is not None and not deadline.can_pause(reservation.delay):
             reservation.cancel()
-            BOT_API_PACING_REFUSED.inc()
+            BOT_API_PACING_REFUSED.labels(working_for.get()).inc()
             # Worth retrying once the rest of the wait fits in a fresh update's budget.
             raise PacingBacklogError(max(0.1, reservation.delay - deadline.pause_left()))
-        BOT_API_THROTTLED.observe(reservation.delay)
+        BOT_API_THROTTLED.labels(working_for.get()).observe(reservation.delay)
         try:
             async with paused(deadline, reservation.delay):
                 await self._sleep(reservation.delay)

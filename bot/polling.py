@@ -21,6 +21,7 @@ from bot.config import Settings
 from bot.lifecycle import ServerState, settle_heap, until_signalled
 from bot.probes import create_probe_app, start_http
 from bot.redelivery import InProcessRedeliveryMiddleware
+from bot.tenant import working_for
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +31,7 @@ async def run_polling(settings: Settings) -> None:
     state = ServerState()
     redelivery = InProcessRedeliveryMiddleware(state, give_up_after=settings.polling_retry_seconds)
     async with assemble(settings, around=[redelivery]) as app, AsyncExitStack() as stack:
+        working_for.set(app.tenant.name)
         probes = create_probe_app(resources=app.resources, schema=app.schema, state=state)
         await start_http(probes, host=settings.host, port=settings.port, stack=stack)
         polling = asyncio.ensure_future(_poll(app))

@@ -7,9 +7,15 @@ of a global: `serve`, `poll` and `chat` have one, the bot host one per bot.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from bot.db.scope import DataScope
+
+# The name of the bot the current task works for, for what bots share but is counted per bot
+# (the Bot API session's metrics): set for each update by the observer, for the whole process by
+# `serve`, `poll` and `chat`, and by each of the host's bots in its own tasks. Empty elsewhere.
+working_for: ContextVar[str] = ContextVar("working_for", default="")
 
 
 @dataclass(frozen=True, slots=True)

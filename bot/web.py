@@ -29,7 +29,7 @@ from bot.lifecycle import ServerState, settle_heap, until_signalled
 from bot.observability.metrics import WEBHOOK_REQUESTS
 from bot.probes import MAX_BODY_BYTES, create_probe_app, start_http
 from bot.retry_policy import is_retryable
-from bot.tenant import Tenant
+from bot.tenant import Tenant, working_for
 from bot.webhook_info import WebhookInfoCollector, watch_webhook
 
 log = structlog.get_logger(__name__)
@@ -220,6 +220,7 @@ async def run_server(settings: Settings) -> None:
     settings.require_token()
     settings.require_webhook_secret()
     async with assemble(settings) as app, AsyncExitStack() as stack:
+        working_for.set(app.tenant.name)
         state = ServerState()
         await start_http(
             create_app(app, state=state), host=settings.host, port=settings.port, stack=stack

@@ -20,6 +20,7 @@ from opentelemetry.trace import StatusCode
 from bot.middlewares import NextHandler
 from bot.observability.metrics import UPDATE_DURATION, UPDATES
 from bot.retry_policy import is_retryable
+from bot.tenant import working_for
 
 log = structlog.get_logger("bot.updates")
 
@@ -67,6 +68,7 @@ class UpdateObserverMiddleware(BaseMiddleware):
         )
         started = time.perf_counter()
         outcome = "error"
+        working = working_for.set(bot_name)
         with self.tracer.start_as_current_span(
             "telegram.update",
             # The trace's root in every mode: an update consumed from Telegram's queue, pushed
@@ -106,6 +108,7 @@ class UpdateObserverMiddleware(BaseMiddleware):
                     outcome=outcome,
                     duration_ms=round(elapsed * 1000, 2),
                 )
+                working_for.reset(working)
 
 
 def instrumentation_for(span: trace.Span) -> AbstractContextManager[None]:

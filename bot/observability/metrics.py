@@ -34,22 +34,24 @@ WEBHOOK_REQUESTS = Counter(
 )
 BOT_API_REQUESTS = Counter(
     "hello_bot_bot_api_requests",
-    "Bot API calls by method and outcome (ok, retried, error)",
-    ["method", "outcome"],
+    "Bot API calls by bot, method and outcome (ok, retried, error)",
+    ["bot", "method", "outcome"],
 )
 BOT_API_RETRIES = Counter(
     "hello_bot_bot_api_retries",
-    "Bot API call retries by method and reason (flood_wait, server_error, network)",
-    ["method", "reason"],
+    "Bot API call retries by bot, method and reason (flood_wait, server_error, network)",
+    ["bot", "method", "reason"],
 )
 BOT_API_THROTTLED = Histogram(
     "hello_bot_bot_api_throttle_seconds",
-    "Time outbound calls waited for the flood-control limiter",
+    "Time outbound calls waited for the flood-control limiter, by bot",
+    ["bot"],
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10),
 )
 BOT_API_PACING_REFUSED = Counter(
     "hello_bot_bot_api_pacing_refused",
     "Replies refused a flood-control wait longer than their update may wait (update retried)",
+    ["bot"],
 )
 CACHE_REQUESTS = Counter(
     "hello_bot_cache_requests",

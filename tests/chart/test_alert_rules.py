@@ -132,25 +132,35 @@ SCENARIOS: dict[str, Scenario] = {
         firing=Case(
             {
                 s(
-                    "hello_bot_bot_api_requests_total", method="sendMessage", outcome="ok"
+                    "hello_bot_bot_api_requests_total", method="sendMessage", **SHOP, outcome="ok"
                 ): "0+80x40",
                 s(
-                    "hello_bot_bot_api_requests_total", method="sendMessage", outcome="error"
+                    "hello_bot_bot_api_requests_total",
+                    method="sendMessage",
+                    **SHOP,
+                    outcome="error",
                 ): "0+20x40",
             },
             "30m",
             value="20%",
+            labels=SHOP,
         ),
         quiet=Case(
             {
                 s(
-                    "hello_bot_bot_api_requests_total", method="sendMessage", outcome="ok"
+                    "hello_bot_bot_api_requests_total", method="sendMessage", **SHOP, outcome="ok"
                 ): "0+95x40",
                 s(
-                    "hello_bot_bot_api_requests_total", method="sendMessage", outcome="retried"
+                    "hello_bot_bot_api_requests_total",
+                    method="sendMessage",
+                    **SHOP,
+                    outcome="retried",
                 ): "0+3x40",
                 s(
-                    "hello_bot_bot_api_requests_total", method="sendMessage", outcome="error"
+                    "hello_bot_bot_api_requests_total",
+                    method="sendMessage",
+                    **SHOP,
+                    outcome="error",
                 ): "0+2x40",
             },
             "30m",
@@ -160,19 +170,29 @@ SCENARIOS: dict[str, Scenario] = {
         firing=Case(
             {
                 s(
-                    "hello_bot_bot_api_retries_total", method="sendMessage", reason="flood_wait"
+                    "hello_bot_bot_api_retries_total",
+                    method="sendMessage",
+                    **SHOP,
+                    reason="flood_wait",
                 ): "0+12x40"
             },
             "25m",
             value="0.20",
+            labels=SHOP,
         ),
         quiet=Case(
             {
                 s(
-                    "hello_bot_bot_api_retries_total", method="sendMessage", reason="flood_wait"
+                    "hello_bot_bot_api_retries_total",
+                    method="sendMessage",
+                    **SHOP,
+                    reason="flood_wait",
                 ): "0+1x40",
                 s(
-                    "hello_bot_bot_api_retries_total", method="sendMessage", reason="server_error"
+                    "hello_bot_bot_api_retries_total",
+                    method="sendMessage",
+                    **SHOP,
+                    reason="server_error",
                 ): "0+30x40",
             },
             "30m",

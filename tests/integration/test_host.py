@@ -136,6 +136,9 @@ async def test_update_ids_users_and_replies_are_per_bot(
     exposition = await host.metrics()
     for name in ("shop", "news"):  # each bot's updates are its own series, named by its file
         assert f'hello_bot_updates_total{{bot="{name}",handler="start_handler"' in exposition
+        # So are its Bot API calls: one session for all, Telegram's limits per bot.
+        api = f'hello_bot_bot_api_requests_total{{bot="{name}",method="SendMessage",outcome="ok"}}'
+        assert api in exposition
     assert SHOP[1] not in exposition
 
 

@@ -253,7 +253,11 @@ async def test_probes_and_metrics(webhook: Webhook) -> None:
     for name, labels, grew_by in (
         ("hello_bot_updates_total", {"handler": "start_handler", "outcome": "handled"}, 1),
         ("hello_bot_update_duration_seconds_count", {"update_type": "message"}, 1),
-        ("hello_bot_bot_api_requests_total", {"method": "SendMessage", "outcome": "ok"}, 1),
+        (
+            "hello_bot_bot_api_requests_total",
+            {"bot": webhook.harness.app.tenant.name, "method": "SendMessage", "outcome": "ok"},
+            1,
+        ),
         ("hello_bot_webhook_requests_total", {"status": "200"}, 1),
     ):
         assert total(after, name, **labels) - total(before, name, **labels) == grew_by, name
