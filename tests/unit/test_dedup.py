@@ -23,6 +23,7 @@ from bot.db.models import Base, UpdateClaim
 from bot.db.scope import DataScope
 from bot.errors import UpdateInProgressError
 from bot.middlewares.dedup import DeduplicationMiddleware
+from bot.middlewares.observer import UPDATE_INFO_KEY, UpdateInfo
 from bot.tenant import Tenant
 
 UPDATE = Update(update_id=1)
@@ -103,6 +104,23 @@ async def test_second_delivery_is_skipped(ledger: UpdateLedger, data: dict[str, 
     assert await dedup(handler, UPDATE, data) == "handled"
     assert await dedup(handler, UPDATE, data) is None
     assert calls == [1]
+
+
+async def test_a_skipped_duplicate_is_marked_for_the_observer(
+    ledger: UpdateLedger, data: dict[str, Any]
+) -> None:
+    """The observer's log line and metrics tell a duplicate from a handled update by this flag."""
+
+    async def handler(_event: Any, _data: dict[str, Any]) -> str:
+        return "handled"
+
+    dedup = middleware(ledger)
+    first = UpdateInfo(update_type="message")
+    await dedup(handler, UPDATE, {**data, UPDATE_INFO_KEY: first})
+    assert first.duplicate is False
+    again = UpdateInfo(update_type="message")
+    assert await dedup(handler, UPDATE, {**data, UPDATE_INFO_KEY: again}) is None
+    assert again.duplicate is True
 
 
 async def test_retryable_failure_releases_the_claim_and_the_redelivery_runs(
