@@ -82,19 +82,29 @@ def readiness_change(ref: Mapping[str, Any], deployment: Mapping[str, Any] | Non
         stored = conditions.find(status.get("conditions"), conditions.READY) or {}
         if meta.get("uid") != ref.get("uid") or meta.get("deletionTimestamp"):
             return None
-        ready = ready_condition(deployment)
-        known = (stored.get("status"), stored.get("message")) == (ready.status_text, ready.message)
-        if stored.get("reason") not in DEPLOYED_REASONS or known:
-            return None
-        # The Deployment was rendered for the generation reconcile recorded; keep that claim.
-        generation = stored.get("observedGeneration")
-        merged = conditions.merge_conditions(status["conditions"], [ready], generation=generation)
-        patch: dict[str, Any] = {"conditions": merged}
-        if status.get("phase") in {"Running", "Deploying"}:
-            patch["phase"] = "Running" if ready.status else "Deploying"
-        return patch
+        return _ready_patch(status, stored, ready_condition(deployment), DEPLOYED_REASONS)
 
     return change
+
+
+def _ready_patch(
+    status: Mapping[str, Any],
+    stored: Mapping[str, Any],
+    ready: conditions.Condition,
+    reasons: frozenset[str],
+) -> dict[str, Any] | None:
+    """The status patch that makes Ready (and the phase) say `ready`, or None when Ready holds
+    a reason that is not the watch's to change (`reasons` are) or already says it."""
+    known = (stored.get("status"), stored.get("message")) == (ready.status_text, ready.message)
+    if stored.get("reason") not in reasons or known:
+        return None
+    # The target was rendered for the generation reconcile recorded; keep that claim.
+    generation = stored.get("observedGeneration")
+    merged = conditions.merge_conditions(status["conditions"], [ready], generation=generation)
+    patch: dict[str, Any] = {"conditions": merged}
+    if status.get("phase") in {"Running", "Deploying"}:
+        patch["phase"] = "Running" if ready.status else "Deploying"
+    return patch
 
 
 def host_readiness_change(host: str, deployment: Mapping[str, Any] | None) -> StatusChange:
@@ -109,16 +119,7 @@ def host_readiness_change(host: str, deployment: Mapping[str, Any] | None) -> St
         stored = conditions.find(status.get("conditions"), conditions.READY) or {}
         if status.get("host") != host or meta.get("deletionTimestamp"):
             return None
-        ready = host_ready_condition(host, deployment)
-        known = (stored.get("status"), stored.get("message")) == (ready.status_text, ready.message)
-        if stored.get("reason") not in HOSTED_REASONS or known:
-            return None
-        generation = stored.get("observedGeneration")
-        merged = conditions.merge_conditions(status["conditions"], [ready], generation=generation)
-        patch: dict[str, Any] = {"conditions": merged}
-        if status.get("phase") in {"Running", "Deploying"}:
-            patch["phase"] = "Running" if ready.status else "Deploying"
-        return patch
+        return _ready_patch(status, stored, host_ready_condition(host, deployment), HOSTED_REASONS)
 
     return change
 
