@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -321,8 +321,13 @@ async def reconcile_dedicated(
     retry: int,
     *,
     extra_routes: Mapping[str, str] | None = None,
+    before_rollout: Callable[[], Awaitable[None]] | None = None,
 ) -> Outcome:
-    """The bot's own Deployment. `extra_routes`: Ingress paths kept for a host still serving it."""
+    """The bot's own Deployment. `extra_routes`: Ingress paths kept for a host still serving it.
+
+    `before_rollout`: runs once the database is migrated, before the Deployment is applied (a
+    `serve` Pod points the webhook at itself as it starts).
+    """
     name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
     await check_references(clients, namespace, spec)
     values = await ensure_generated_secret(clients, owner, spec)
@@ -344,4 +349,6 @@ async def reconcile_dedicated(
             await deploy(clients, owner, spec, migrated)
         await migrate(clients, owner, spec)
         migrated = spec["image"]
+    if before_rollout is not None:
+        await before_rollout()
     return Outcome(migrated_image=migrated, ready=await deploy(clients, owner, spec, migrated))

@@ -4,18 +4,23 @@ Telegram redelivers every update that was not answered 2xx, so a move keeps one 
 target serves the bot and is ready -> Telegram is told the new URL -> the old target lets go.
 The old URL stays routed (Ingress) until the webhook points elsewhere, so nothing sent there in
 between is refused. Moves: Dedicated <-> Shared, and a Shared bot's new image (another host).
+
+A move between runtimes also moves the bot's rows (`rows`): copied into the new store once it
+is migrated, before Telegram is told the new URL, and again once the old target let go (the final
+sync: what the old target wrote meanwhile). `status.rows` records each copy.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import kopf
 
-from hello_operator import children, conditions, host_children, hosting
+from hello_operator import children, conditions, host_children, hosting, rows
 from hello_operator.kube import object_path
 from hello_operator.reconcile import (
     Blocked,
@@ -24,6 +29,7 @@ from hello_operator.reconcile import (
     Waiting,
     adopt,
     backoff,
+    change_status,
     check_references,
     ensure_generated_secret,
     host_ready_condition,
@@ -34,6 +40,9 @@ from hello_operator.reconcile import (
     reconcile_dedicated,
 )
 from hello_operator.telegram import TelegramError
+
+Move = tuple[str, str]
+"""(from, to): the runtimes between whose stores a copy of the bot's rows goes."""
 
 
 async def reconcile(
@@ -58,7 +67,15 @@ async def reconcile(
     # Leaving a host: it keeps its route until the bot's own Deployment has taken over.
     token = await required_token(clients, owner, spec)
     old_route = {f"{host_children.HOST_WEBHOOK_PATH}/{host_children.bot_id(token)}": previous_host}
-    outcome = await reconcile_dedicated(clients, owner, spec, status, retry, extra_routes=old_route)
+
+    async def copy_in() -> None:
+        await follow_rows(
+            clients, owner, spec, status, move=("Shared", "Dedicated"), stage="Initial", retry=retry
+        )
+
+    outcome = await reconcile_dedicated(
+        clients, owner, spec, status, retry, extra_routes=old_route, before_rollout=copy_in
+    )
     if not outcome.ready.status:
         raise Waiting(
             outcome.ready.reason,
@@ -78,6 +95,9 @@ async def reconcile(
         previous_host,
         telegram_api_url=clients.config.telegram_api_url,
         pod=clients.config.bot_pod,
+    )
+    await follow_rows(
+        clients, owner, spec, status, move=("Shared", "Dedicated"), stage="Final", retry=retry
     )
     if children.webhook_host(spec):
         await apply_ingress(
@@ -182,6 +202,8 @@ async def reconcile_shared(
     url = host_children.webhook_url(spec, token)
     new_path = url.removeprefix(f"https://{children.webhook_host(spec)}")
     dedicated = await own_deployment(clients, owner)
+    # Also once the Deployment is gone, until the final sync is done (status.rows).
+    from_dedicated = dedicated is not None or unfinished(status, ("Dedicated", "Shared"))
     old_routes: dict[str, str] = {}
     if dedicated is not None:
         old_routes[children.webhook_path(spec)] = name
@@ -208,6 +230,10 @@ async def reconcile_shared(
             phase="Deploying",
             fields=serving | migrated_fields(image, "Shared"),
         )
+    if from_dedicated:
+        await follow_rows(
+            clients, owner, spec, status, move=("Dedicated", "Shared"), stage="Initial", retry=retry
+        )
     await point_webhook(clients, token, url, secret)
     await apply_ingress(clients, owner, spec, {**old_routes, new_path: host})
 
@@ -215,6 +241,10 @@ async def reconcile_shared(
     if dedicated is not None:
         await kube.delete(object_path("apps/v1", "Deployment", namespace, name))
         await kube.delete(object_path("v1", "Service", namespace, name))
+    if from_dedicated:
+        await follow_rows(
+            clients, owner, spec, status, move=("Dedicated", "Shared"), stage="Final", retry=retry
+        )
     for old in sorted({previous_host, str(status.get("joining") or "")} - {"", host}):
         await hosting.leave(
             kube, owner, old, telegram_api_url=config.telegram_api_url, pod=config.bot_pod
@@ -238,3 +268,64 @@ async def own_deployment(clients: Clients, owner: kopf.Body) -> dict[str, Any] |
     refs = ((deployment or {}).get("metadata") or {}).get("ownerReferences") or []
     mine = any(ref.get("uid") == owner["metadata"]["uid"] for ref in refs)
     return deployment if mine else None
+
+
+def unfinished(status: Mapping[str, Any], move: Move) -> bool:
+    """`move`'s rows had their first copy, not yet the final sync."""
+    record = status.get("rows") or {}
+    return (record.get("from"), record.get("to"), record.get("stage")) == (*move, "Initial")
+
+
+async def follow_rows(
+    clients: Clients,
+    owner: kopf.Body,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    *,
+    move: Move,
+    stage: str,
+    retry: int,
+) -> None:
+    """Copy the bot's rows from the old store to the new one (`rows`) and record it in
+    status.rows. `Initial` runs once per move; `Final` whenever the move gets that far (a copy
+    changes nothing that is already there). A failure blocks the move where it stands: the old
+    target keeps serving, or, after it let go, its rows stay put until the retry copies them."""
+    name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+    # Every key, always: a merge patch keeps the keys a record does not mention.
+    record: dict[str, Any] = {
+        "from": move[0],
+        "to": move[1],
+        "stage": stage,
+        "copied": None,
+        "message": None,
+    }
+    if stage == "Initial" and unfinished(status, move):
+        return
+    if children.database_mode(spec) == "External":
+        # Only a Dedicated bot can have one; the operator has no access to it.
+        record["stage"] = "NotCopied"
+        if status.get("rows", {}).get("stage") != "NotCopied":
+            message = "database.mode is External: the operator does not copy rows into it"
+            kopf.event(owner, type="Warning", reason="RowsNotCopied", message=message)
+            await _record(clients, namespace, name, record | {"message": message})
+        return
+    try:
+        copied = await rows.copy_rows(
+            clients.config.shared_postgres_admin_url,
+            rows.store(move[0], namespace, name),
+            rows.store(move[1], namespace, name),
+        )
+    except (rows.CopyError, asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        raise Blocked(
+            "RowCopyFailed",
+            f"copying the bot's rows from {move[0]} to {move[1]}: {type(exc).__name__}: {exc}",
+            retry_after=backoff(retry),
+        ) from exc
+    await _record(clients, namespace, name, record | {"copied": copied})
+
+
+async def _record(clients: Clients, namespace: str, name: str, record: dict[str, Any]) -> None:
+    """Written at once (not with kopf's patch at the end): a crash after the copy must not
+    forget it, and a Waiting or Blocked step later in the same pass writes no patch of ours."""
+    record["at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    await change_status(clients, namespace, name, lambda _: {"rows": record})
