@@ -183,6 +183,10 @@ async def delete_bot(
     if children.runtime(spec) == "Shared" and spec.get("image"):
         hosts.add(host_children.host_name(str(spec["image"])))
     config = clients.config
+    try:
+        hosts |= await hosting.hosts_of(clients.kube, body)
+    except TRANSIENT as exc:
+        raise kopf.TemporaryError(f"listing the hosts: {exc}", delay=backoff(retry)) from exc
     for host in sorted(hosts - {""}):
         try:
             await hosting.leave(

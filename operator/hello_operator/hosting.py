@@ -23,9 +23,10 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from hello_operator import database, host_children
-from hello_operator.kube import KubeClient, object_path
+from hello_operator.kube import KubeClient, collection_path, object_path
 from hello_operator.pod_shape import BotPod
 
 # When each member's key was written: the kubelet takes up to its sync period (1 min by default)
@@ -241,3 +242,21 @@ async def leave(
             telegram_api_url=telegram_api_url,
             pod=pod,
         )
+
+
+async def hosts_of(kube: KubeClient, bot: Mapping[str, Any]) -> set[str]:
+    """Every host the bot is a member of: the owner reference each join puts on the host's
+    Deployment says so. status.host and status.joining name two at most, and a move overtaken
+    by another (a second new image before the first one's host was ready) joined a third."""
+    namespace, uid = bot["metadata"]["namespace"], bot["metadata"]["uid"]
+    selector = quote("app.kubernetes.io/component=host")
+    listed = await kube.get(
+        f"{collection_path('apps/v1', 'Deployment', namespace)}?labelSelector={selector}"
+    )
+    return {
+        deployment["metadata"]["name"]
+        for deployment in (listed or {}).get("items") or []
+        # Checked here too: the selector is only a filter for the API server's sake.
+        if (deployment["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "host"
+        and any(ref.get("uid") == uid for ref in _owners(deployment))
+    }

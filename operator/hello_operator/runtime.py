@@ -245,7 +245,8 @@ async def reconcile_shared(
         await follow_rows(
             clients, owner, spec, status, move=("Dedicated", "Shared"), stage="Final", retry=retry
         )
-    for old in sorted({previous_host, str(status.get("joining") or "")} - {"", host}):
+    members = await hosting.hosts_of(kube, owner)
+    for old in sorted((members | {previous_host, str(status.get("joining") or "")}) - {"", host}):
         await hosting.leave(
             kube, owner, old, telegram_api_url=config.telegram_api_url, pod=config.bot_pod
         )

@@ -42,8 +42,10 @@ from test_operator_integration import (
 )
 
 BOT_ID = BOT_TOKEN.split(":")[0]
+IMAGE_3 = "registry.example/hello-bot:1.2.0"
 HOST_1 = host_children.host_name(IMAGE_1)
 HOST_2 = host_children.host_name(IMAGE_2)
+HOST_3 = host_children.host_name(IMAGE_3)
 
 
 @contextlib.asynccontextmanager
@@ -314,6 +316,49 @@ async def test_new_image_moves_a_shared_bot_to_that_images_host(
     await gone(cluster, "apps/v1", "deployments", HOST_1)
     # The URL is the same: Telegram needed telling once, when the bot first joined a host.
     assert len(bot_api.set_webhooks) == 1
+
+
+@pytest.mark.usefixtures("hosting_operator")
+async def test_a_second_new_image_mid_move_leaves_no_key_in_the_middle_host(
+    cluster: Cluster,
+) -> None:
+    await start_shared(cluster, "hasty")
+    await served_by(cluster, "hasty", HOST_1)
+    await cluster.patch(BOTS, "telegrambots", "hasty", {"spec": {"image": IMAGE_2}})
+    await keys_become(cluster, HOST_2, {"hasty.env"})
+    await JobController(cluster).succeed(host_children.job_name("hasty", IMAGE_2))
+    bot = await wait_condition(cluster, "hasty", "Ready", "HostNotReady", generation=2)
+    assert bot["status"]["joining"] == HOST_2
+
+    # Another image before the first move is done: its host is where the bot ends up.
+    await cluster.patch(BOTS, "telegrambots", "hasty", {"spec": {"image": IMAGE_3}})
+    await JobController(cluster).succeed(host_children.job_name("hasty", IMAGE_3))
+    await DeploymentController(cluster).report(HOST_3)
+    await served_by(cluster, "hasty", HOST_3)
+    await keys_become(cluster, HOST_3, {"hasty.env"})
+    await keys_become(cluster, HOST_1, set())
+    await keys_become(cluster, HOST_2, set())
+    await gone(cluster, "apps/v1", "deployments", HOST_2)
+
+
+@pytest.mark.usefixtures("hosting_operator")
+async def test_a_bot_deleted_after_two_new_images_mid_move_leaves_every_host(
+    cluster: Cluster,
+) -> None:
+    await start_shared(cluster, "fickle")
+    await served_by(cluster, "fickle", HOST_1)
+    for generation, (image, host) in enumerate([(IMAGE_2, HOST_2), (IMAGE_3, HOST_3)], start=2):
+        await cluster.patch(BOTS, "telegrambots", "fickle", {"spec": {"image": image}})
+        await JobController(cluster).succeed(host_children.job_name("fickle", image))
+        bot = await wait_condition(
+            cluster, "fickle", "Ready", "HostNotReady", generation=generation
+        )
+        assert bot["status"]["joining"] == host
+
+    await cluster.delete(BOTS, "telegrambots", "fickle")
+    await gone(cluster, BOTS, "telegrambots", "fickle")
+    for host in (HOST_1, HOST_2, HOST_3):
+        assert await bots_secret(cluster, host) == {}
 
 
 async def test_webhook_waits_for_the_host_to_read_the_bots_file(
