@@ -271,10 +271,15 @@ async def own_deployment(clients: Clients, owner: kopf.Body) -> dict[str, Any] |
     return deployment if mine else None
 
 
+def last_copy(status: Mapping[str, Any], move: Move, stage: str) -> bool:
+    """status.rows says the last copy of the bot's rows was `move`'s at `stage`."""
+    record = status.get("rows") or {}
+    return (record.get("from"), record.get("to"), record.get("stage")) == (*move, stage)
+
+
 def unfinished(status: Mapping[str, Any], move: Move) -> bool:
     """`move`'s rows had their first copy, not yet the final sync."""
-    record = status.get("rows") or {}
-    return (record.get("from"), record.get("to"), record.get("stage")) == (*move, "Initial")
+    return last_copy(status, move, "Initial")
 
 
 async def follow_rows(
@@ -303,9 +308,10 @@ async def follow_rows(
     if stage == "Initial" and unfinished(status, move):
         return
     if children.database_mode(spec) == "External":
-        # Only a Dedicated bot can have one; the operator has no access to it.
+        # Only a Dedicated bot can have one; the operator has no access to it. Said once per
+        # move: the Initial step comes first, and the Final one finds it said.
         record["stage"] = "NotCopied"
-        if status.get("rows", {}).get("stage") != "NotCopied":
+        if stage == "Initial" and not last_copy(status, move, "NotCopied"):
             message = "database.mode is External: the operator does not copy rows into it"
             kopf.event(owner, type="Warning", reason="RowsNotCopied", message=message)
             await _record(clients, namespace, name, record | {"message": message})

@@ -407,3 +407,35 @@ async def test_a_failed_copy_is_reported_and_retried(cluster: Cluster, stores: S
     shared = await bot_scopes(cluster, stores, shared=True)
     await served_by(cluster, "mover", HOST_1)
     assert await welcomed_back(shared, ANN)
+
+
+@pytest.mark.usefixtures("hosting_operator")
+async def test_a_move_onto_an_external_database_says_it_copied_nothing(
+    cluster: Cluster, stores: Stores
+) -> None:
+    await create_token_secret(cluster, "mover")
+    await cluster.create(
+        BOTS,
+        "telegrambots",
+        bot_manifest("mover", runtime="Shared", webhook={"host": "m.example.com"}),
+    )
+    await JobController(cluster).succeed(host_children.job_name("mover", IMAGE_1))
+    await DeploymentController(cluster).report(HOST_1)
+    await served_by(cluster, "mover", HOST_1)
+    url = base64.b64encode(b"postgresql+asyncpg://them@db.example/bot").decode()
+    secret = {"metadata": {"name": "their-db"}, "data": {"DATABASE_URL": url}}
+    await cluster.create("v1", "secrets", secret)
+
+    spec = {
+        "runtime": "Dedicated",
+        "database": {"mode": "External", "external": {"secretName": "their-db"}},
+    }
+    await cluster.patch(BOTS, "telegrambots", "mover", {"spec": spec})
+    await JobController(cluster).succeed(children.job_name("mover", IMAGE_1))
+    await DeploymentController(cluster).report("mover")
+    await served_by(cluster, "mover", None)
+    record = await rows_status(cluster, "mover", "NotCopied")
+    assert (record["from"], record["to"]) == ("Shared", "Dedicated")
+    assert "External" in record["message"]
+    assert "copied" not in record
+    assert [e["reason"] for e in await cluster.events()].count("RowsNotCopied") == 1
