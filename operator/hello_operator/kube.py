@@ -25,6 +25,7 @@ PLURALS = {
     "Job": "jobs",
     "Ingress": "ingresses",
     "TelegramBot": "telegrambots",
+    "EndpointSlice": "endpointslices",
 }
 
 TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})

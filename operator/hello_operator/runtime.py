@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import kopf
 
-from hello_operator import children, conditions, host_children, hosting, rows
+from hello_operator import children, conditions, host_children, hosting, pickup, rows
 from hello_operator.kube import object_path
 from hello_operator.reconcile import (
     Blocked,
@@ -220,16 +221,15 @@ async def reconcile_shared(
             phase="Deploying",
             fields=serving | migrated_fields(image, "Shared"),
         )
-    loading = member.joined_at + config.host_pickup_seconds - time.time()
-    if loading > 0:
-        raise Waiting(
-            "HostLoadingBot",
-            f"host {host} reads the bot's file within {config.host_pickup_seconds:.0f} s",
-            delay=loading,
-            condition=conditions.READY,
-            phase="Deploying",
-            fields=serving | migrated_fields(image, "Shared"),
+    if host != previous_host:
+        # Moving onto this host: Telegram goes there only once the host serves the bot.
+        fallback = await host_pickup(
+            clients, owner, member, token, fields=serving | migrated_fields(image, "Shared")
         )
+        if fallback:
+            # Said twice: Ready's message lasts until the host's next change, the Event longer.
+            kopf.event(owner, type="Warning", reason="HostPickupUnconfirmed", message=fallback)
+            ready = replace(ready, message=f"{ready.message}; {fallback}")
     if from_dedicated:
         await follow_rows(
             clients, owner, spec, status, move=("Dedicated", "Shared"), stage="Initial", retry=retry
@@ -252,6 +252,54 @@ async def reconcile_shared(
         )
     await apply_ingress(clients, owner, spec, {new_path: host})
     return Outcome(migrated_image=image, ready=ready, host=host, runtime="Shared")
+
+
+async def host_pickup(
+    clients: Clients,
+    owner: kopf.Body,
+    member: hosting.Membership,
+    token: str,
+    *,
+    fields: Mapping[str, Any],
+) -> str:
+    """Wait (raise Waiting) until every ready Pod of the host reports the bot serving.
+
+    Returns "" when the host said so, or a note when no Pod could say anything and
+    HOST_PICKUP_SECONDS have passed since the bot's key was written (the timed fallback)."""
+    config, host = clients.config, member.host
+    report = await pickup.ask_host(
+        clients.kube,
+        owner["metadata"]["namespace"],
+        host,
+        name=owner["metadata"]["name"],
+        bot_id=host_children.bot_id(token),
+        default_port=config.bot_pod.port,
+    )
+    if report.confirmed:
+        return ""
+    poll = config.host_pickup_poll_seconds
+    if report.refused:
+        # The host's own word; time changes nothing about it (the kubelet has yet to sync).
+        message, delay = report.refusal(host), poll
+    else:
+        left = member.joined_at + config.host_pickup_seconds - time.time()
+        limit = f"HOST_PICKUP_SECONDS ({config.host_pickup_seconds:.0f} s)"
+        if left <= 0:
+            silence = report.silence()
+            return f"no Pod said it serves the bot ({silence}): webhook pointed after {limit}"
+        message = (
+            f"host {host} did not say whether it serves the bot ({report.silence()}); "
+            f"the webhook points there {limit} after the bot's key was written, in {left:.0f} s"
+        )
+        delay = min(poll, left)
+    raise Waiting(
+        "HostLoadingBot",
+        message,
+        delay=delay,
+        condition=conditions.READY,
+        phase="Deploying",
+        fields=fields,
+    )
 
 
 async def apply_ingress(

@@ -35,10 +35,14 @@ class OperatorConfig:
     blocked_retry_seconds: float = 60.0
     # The Bot API call timeout.
     telegram_timeout_seconds: float = 10.0
-    # How long a bot host may take to read a bot's file after its key entered the bots Secret:
-    # the kubelet refreshes a mounted Secret at its next sync (1 min by default), the host
-    # rescans every 5 s. Only then does the operator point the bot's webhook at the host.
+    # A bot moving onto a bot host: the operator points its webhook there once every ready Pod
+    # of the host reports the bot serving (GET /readyz, hello_operator.pickup), asking again
+    # every HOST_PICKUP_POLL_SECONDS (the host rescans its files every 5 s). Only if no Pod can
+    # say (the operator cannot reach them) does it wait HOST_PICKUP_SECONDS after the bot's key
+    # entered the bots Secret instead (the kubelet refreshes a mounted Secret at its next sync,
+    # 1 min by default) and then proceed.
     host_pickup_seconds: float = 90.0
+    host_pickup_poll_seconds: float = 5.0
     # The bot's Pod shape, from the Helm chart's files (pod_shape explains where they are).
     bot_pod: BotPod = field(default_factory=load_bot_pod)
 
@@ -66,5 +70,8 @@ class OperatorConfig:
                 env.get("TELEGRAM_TIMEOUT_SECONDS", cls.telegram_timeout_seconds)
             ),
             host_pickup_seconds=float(env.get("HOST_PICKUP_SECONDS", cls.host_pickup_seconds)),
+            host_pickup_poll_seconds=float(
+                env.get("HOST_PICKUP_POLL_SECONDS", cls.host_pickup_poll_seconds)
+            ),
             bot_pod=load_bot_pod(chart_dir(env)),
         )

@@ -137,6 +137,7 @@ async def kubernetes_emulator() -> AsyncIterator[StampingEmulator]:
             ("apps/v1/deployments", "Deployment"),
             ("batch/v1/jobs", "Job"),
             ("networking.k8s.io/v1/ingresses", "Ingress"),
+            ("discovery.k8s.io/v1/endpointslices", "EndpointSlice"),
         ]:
             # The verbs a real API server lists; kopf watches only what is listable and watchable.
             k8s.resources[plural] = kmock.ResourceInfo(kind=kind, namespaced=True, verbs=VERBS)

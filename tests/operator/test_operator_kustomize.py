@@ -84,6 +84,9 @@ def test_rbac_is_least_privilege() -> None:
     for group, resource in [("", "services"), ("apps", "deployments")]:
         assert (group, resource, "delete") in granted
     assert ("hello-bot.dev", "telegrambots/status", "patch") in granted
+    # A bot host's Pods are found through its Service's EndpointSlices: listed by label, only.
+    slices = {g for g in granted if g[:2] == ("discovery.k8s.io", "endpointslices")}
+    assert slices == {("discovery.k8s.io", "endpointslices", "list")}
     assert ("", "events", "create") in granted
     binding = load("clusterrolebinding.yaml")
     assert binding["roleRef"]["name"] == load("clusterrole.yaml")["metadata"]["name"]

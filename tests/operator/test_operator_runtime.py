@@ -368,11 +368,14 @@ async def test_webhook_waits_for_the_host_to_read_the_bots_file(
     monkeypatch: pytest.MonkeyPatch,
     cluster: Cluster,
 ) -> None:
-    """The kubelet refreshes a mounted Secret only at its next sync: HOST_PICKUP_SECONDS."""
+    """No Pod of the host to ask (no EndpointSlices here): HOST_PICKUP_SECONDS after the key
+    was written, for the kubelet refreshes a mounted Secret only at its next sync."""
     async with operator(monkeypatch, kubeconfig, bot_api, "3600"):
         await start_shared(cluster, "patient")
         bot = await wait_condition(cluster, "patient", "Ready", "HostLoadingBot", phase="Deploying")
-    assert "reads the bot's file" in condition(bot, "Ready")["message"]
+    message = condition(bot, "Ready")["message"]
+    assert f"no ready Pod of {HOST_1} in its EndpointSlices" in message
+    assert "HOST_PICKUP_SECONDS (3600 s) after the bot's key was written" in message
     assert "setWebhook" not in bot_api.methods()
 
 
