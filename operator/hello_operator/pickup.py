@@ -44,7 +44,8 @@ class Pickup:
 
     asked: int = 0
     serving: list[str] = field(default_factory=list)
-    # Pods whose report does not list the bot (or lists another bot under its name).
+    # Pods whose report does not list the bot, or "pod: serves bot id N" (another bot's file
+    # under its name).
     not_loaded: list[str] = field(default_factory=list)
     # "pod: status[: error]" of Pods that hold the bot but do not serve it.
     unhealthy: list[str] = field(default_factory=list)
@@ -72,7 +73,9 @@ class Pickup:
             return f"host {host} reports the bot unhealthy: {reports} ({self._asked()})"
         missing = len(self.not_loaded)
         share = "" if missing == self.asked else f"{missing} of "
-        return f"host {host} has not loaded the bot yet ({share}{self._asked()})"
+        # Only a Pod that still serves an older file of the bot's name has more to say.
+        said = "".join(f"; {pod}" for pod in self.not_loaded if ": " in pod)
+        return f"host {host} has not loaded the bot yet ({share}{self._asked()}{said})"
 
     def silence(self) -> str:
         """Why the host's word is missing (for the timed fallback's messages)."""
@@ -154,7 +157,7 @@ async def ask_host(
         if state == "serving":
             pickup.serving.append(pod.name)
         elif state == "not_loaded":
-            pickup.not_loaded.append(pod.name)
+            pickup.not_loaded.append(f"{pod.name}: {detail}" if detail else pod.name)
         elif state == "unhealthy":
             pickup.unhealthy.append(f"{pod.name}: {detail}")
         else:

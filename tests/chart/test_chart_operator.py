@@ -386,7 +386,7 @@ def test_operator_policy_allows_no_ingress_and_only_its_egress(
     assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert "ingress" not in policy
-    dns, api, postgresql, telegram = policy["egress"]
+    dns, api, postgresql, telegram, hosts = policy["egress"]
     assert _ports(dns) == {(53, "UDP"), (53, "TCP")}
     assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
     assert _ports(api) == {(443, "TCP"), (6443, "TCP")}
@@ -395,6 +395,33 @@ def test_operator_policy_allows_no_ingress_and_only_its_egress(
     labels = postgresql["to"][0]["podSelector"]["matchLabels"]
     assert labels["app.kubernetes.io/component"] == "postgresql"
     assert _ports(telegram) == {(443, "TCP")}
+    # The bot hosts' /readyz, on the bot port only: whether a host serves a bot yet.
+    assert hosts["to"] == [
+        {
+            "namespaceSelector": {},
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/managed-by": "hello-bot-operator",
+                    "app.kubernetes.io/component": "host",
+                }
+            },
+        }
+    ]
+    assert _ports(hosts) == {(8080, "TCP")}
+
+
+def test_operator_reaches_the_hosts_on_the_bot_port(
+    render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The labels are the operator's own host labels; the port follows bot.port."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "operator"))
+    host_children = importlib.import_module("hello_operator.host_children")
+    objects = render({**ON, "bot": {"port": 9000}})
+    hosts = _policy(objects, OPERATOR)["egress"][-1]
+    labels = host_children.host_labels("hello-bot-host-x")
+    selector = hosts["to"][0]["podSelector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    assert _ports(hosts) == {(9000, "TCP")}
 
 
 def test_operator_egress_follows_the_cidr_values(render) -> None:
@@ -408,7 +435,7 @@ def test_operator_egress_follows_the_cidr_values(render) -> None:
             },
         }
     )
-    _, api, postgresql, telegram = _policy(objects, OPERATOR)["egress"]
+    _, api, postgresql, telegram, _ = _policy(objects, OPERATOR)["egress"]
     assert api["to"] == [{"ipBlock": {"cidr": "192.0.2.10/32"}}]
     assert postgresql["to"] == [{"ipBlock": {"cidr": "198.51.100.0/24"}}]
     assert _ports(postgresql) == {(6432, "TCP")}

@@ -2,8 +2,9 @@
 
 Each "host Pod" is the bot's real probe app (bot.probes.create_probe_app) on 127.0.0.1 with the
 real `BotHost.report` as its `bots`, so the JSON the operator reads is the host's own shape; the
-host Service's EndpointSlices in the emulator point at them. The operator runs with a pickup
-time of an hour: whatever moves the webhook here is the host's word, not the clock.
+host Service's EndpointSlices in the emulator point at them. Where the Pods answer, the operator
+runs with HOST_PICKUP_SECONDS=0: the clock has run out from the start, so whatever holds the
+webhook back is the host's word.
 """
 
 from __future__ import annotations
@@ -119,15 +120,15 @@ async def waiting_with(cluster: Cluster, name: str, text: str) -> dict[str, Any]
 
 
 @pytest.fixture
-async def patient_operator(
+async def answered_operator(
     kubeconfig: Path, bot_api: FakeBotApi, pg_cleanup: None, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[None]:
     monkeypatch.setenv("HOST_PICKUP_POLL_SECONDS", "0.2")
-    async with operator(monkeypatch, kubeconfig, bot_api, "3600"):
+    async with operator(monkeypatch, kubeconfig, bot_api, "0"):
         yield
 
 
-@pytest.mark.usefixtures("patient_operator")
+@pytest.mark.usefixtures("answered_operator")
 async def test_webhook_moves_once_every_ready_pod_serves_the_bot(
     cluster: Cluster, bot_api: FakeBotApi
 ) -> None:
@@ -153,7 +154,7 @@ async def test_webhook_moves_once_every_ready_pod_serves_the_bot(
     assert bot_api.set_webhooks[-1]["url"] == f"https://pickup.example.com/webhook/{BOT_ID}"
 
 
-@pytest.mark.usefixtures("patient_operator")
+@pytest.mark.usefixtures("answered_operator")
 async def test_an_unhealthy_report_keeps_the_webhook_waiting(
     cluster: Cluster, bot_api: FakeBotApi
 ) -> None:

@@ -12,7 +12,16 @@ import aiohttp
 import asyncpg
 import kopf
 import pytest
-from hello_operator import children, conditions, database, handlers, health, reconcile, runtime
+from hello_operator import (
+    children,
+    conditions,
+    database,
+    handlers,
+    health,
+    pickup,
+    reconcile,
+    runtime,
+)
 from hello_operator.kube import KubeClient
 from hello_operator.settings import OperatorConfig
 from hello_operator.telegram import TelegramClient, TelegramError, WebhookInfo
@@ -290,3 +299,50 @@ async def test_kube_client_create_or_patch(clients: reconcile.Clients, cluster: 
     assert await clients.kube.delete(path) is True
     assert await clients.kube.delete(path) is False
     assert await clients.kube.get(path) is None
+
+
+# --- pickup: what a bot host's Pods say about a bot ------------------------------------------
+
+
+def test_pickup_reads_only_ready_endpoints_of_the_hosts_service() -> None:
+    slices = {
+        "items": [
+            {
+                "metadata": {"labels": {pickup.SERVICE_NAME_LABEL: "h"}},
+                "ports": [{"name": "http", "port": 8080}],
+                "endpoints": [
+                    {"addresses": ["10.0.0.1"], "targetRef": {"name": "h-1"}},  # ready unknown
+                    {"addresses": ["10.0.0.2"], "conditions": {"ready": False}},
+                    {"addresses": ["fd00::3"], "conditions": {"ready": True}},
+                ],
+            },
+            {
+                "metadata": {"labels": {pickup.SERVICE_NAME_LABEL: "other"}},
+                "endpoints": [{"addresses": ["10.0.0.9"]}],
+            },
+        ]
+    }
+    assert pickup.ready_pods(slices, "h", 9000) == [
+        pickup.PodAddress("h-1", "http://10.0.0.1:8080/readyz"),
+        pickup.PodAddress("fd00::3", "http://[fd00::3]:8080/readyz"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bots", "state"),
+    [
+        ({"b": {"status": "serving", "id": 7}}, ("serving", "")),
+        # The same name with another bot's token: an older file, not this bot yet.
+        ({"b": {"status": "serving", "id": 8}}, ("not_loaded", "serves bot id 8")),
+        ({"a": {"status": "serving", "id": 1}}, ("not_loaded", "")),
+        ({"b": {"status": "token_refused", "id": 7}}, ("unhealthy", "token_refused")),
+        (
+            {"b.env": {"status": "invalid", "error": "no BOT_TOKEN"}},
+            ("unhealthy", "invalid: no BOT_TOKEN"),
+        ),
+    ],
+)
+def test_pickup_reads_the_hosts_report(bots: dict[str, Any], state: tuple[str, str]) -> None:
+    body = {"status": "ready", "checks": {"database": {"status": "ok"}, "bots": bots}}
+    assert pickup.bot_state(body, "b", "7") == state
+    assert pickup.bot_state({"status": "ready", "checks": {}}, "b", "7")[0] == "unanswered"
