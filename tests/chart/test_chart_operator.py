@@ -354,6 +354,7 @@ def test_no_shared_server_means_external_databases_only(
         {(53, "UDP"), (53, "TCP")},
         {(443, "TCP"), (6443, "TCP")},
         {(443, "TCP")},
+        {(8080, "TCP")},  # the bot hosts' probe port, whatever the database
     ]
 
 
