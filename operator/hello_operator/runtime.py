@@ -286,7 +286,7 @@ async def host_pickup(
         limit = f"HOST_PICKUP_SECONDS ({config.host_pickup_seconds:.0f} s)"
         if left <= 0:
             silence = report.silence()
-            return f"no Pod said it serves the bot ({silence}): webhook pointed after {limit}"
+            return f"not every Pod of the host answered ({silence}): webhook pointed after {limit}"
         message = (
             f"host {host} did not say whether it serves the bot ({report.silence()}); "
             f"the webhook points there {limit} after the bot's key was written, in {left:.0f} s"
