@@ -121,7 +121,7 @@ class BotHost:
         Checked first: a bot already at head loads no Alembic (10 MiB per process, measured by
         benchmarks/density.py).
         """
-        if await schema.check():
+        if await schema.check():  # at head, or ahead of the code (a rollback): served
             hosted.status = "serving"
             return True
         from bot.db.migrations import upgrade_to_head  # noqa: PLC0415 - see the docstring
@@ -194,10 +194,13 @@ class BotHost:
 
     def report(self) -> dict[str, Any]:
         """Per bot and per invalid file, for /readyz (names only: nothing secret)."""
-        report: dict[str, Any] = {
-            hosted.entry.name: {"status": hosted.status, "id": hosted.tenant.bot_id}
-            for hosted in self.bots.values()
-        }
+        report: dict[str, Any] = {}
+        for hosted in self.bots.values():
+            entry: dict[str, Any] = {"status": hosted.status, "id": hosted.tenant.bot_id}
+            if hosted.webhook.schema.state == "ahead":
+                # Still "serving" (what the operator's pickup reads); this says why it warned.
+                entry["schema"] = "ahead"
+            report[hosted.entry.name] = entry
         for name, reason in self.problems.items():
             report[name] = {"status": "invalid", "error": reason}
         return report

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import Resources
-from bot.db.schema import SCHEMA_REVISION, SchemaGate
+from bot.db.schema import SCHEMA_REVISION, SchemaGate, schema_state
 from bot.lifecycle import ServerState
 from bot.observability.metrics import DB_POOL_IN_USE, READY, REDIS_DEGRADED
 
@@ -75,13 +75,11 @@ async def readiness(
     else:
         checks["database"] = {"status": "ok"}
         if schema is not None:
-            checks["schema"] = {
-                "status": "ok" if current == SCHEMA_REVISION else "behind",
-                "current": current,
-                "head": SCHEMA_REVISION,
-            }
+            # "ahead" (a newer release migrated, then a rollback) is served: compatible by policy.
+            status = {"head": "ok", "behind": "behind", "ahead": "ahead"}[schema_state(current)]
+            checks["schema"] = {"status": status, "current": current, "head": SCHEMA_REVISION}
     ready = not state.draining and checks["database"]["status"] == "ok"
-    ready = ready and checks.get("schema", {"status": "ok"})["status"] == "ok"
+    ready = ready and checks.get("schema", {"status": "ok"})["status"] in {"ok", "ahead"}
     cache = resources.cache
     if cache.redis is None:
         checks["redis"] = {"status": "disabled"}

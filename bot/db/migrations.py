@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -13,8 +14,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.db.schema import SCHEMA_REVISION, schema_state
 from bot.db.scope import DataScope
 from bot.db.tenants import provision
+
+log = structlog.get_logger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # Any constant works as long as every replica and Job agrees on it: "hellobot" in ASCII.
@@ -47,6 +51,8 @@ async def upgrade_to_head(
 ) -> tuple[str | None, str | None]:
     """Upgrade the schema (a bot's, with `scope` in the host); returns (before, after).
 
+    A database ahead of the code (a revision it does not know) is left as it is: before == after.
+
     On PostgreSQL the whole upgrade runs in one transaction holding a transaction-level advisory
     lock, so concurrent `migrate` runs (a Job and an operator, two replicas, a host adding a bot)
     queue instead of racing, and the second finds nothing left to do.
@@ -64,6 +70,20 @@ async def upgrade_to_head(
                 text("SELECT set_config('search_path', :schema, true)"), {"schema": schema}
             )
         before = await connection.run_sync(_current_revision, schema)
+        if schema_state(before) == "ahead":
+            # A newer release migrated this database, then the code was rolled back (the chart's
+            # migration Job runs this on every upgrade). Alembic would fail with "Can't locate
+            # revision" and the rollback with it; the schema is compatible by policy, and a
+            # downgrade is never automatic: nothing to do.
+            await connection.commit()
+            log.warning(
+                "schema_ahead",
+                current=before,
+                head=SCHEMA_REVISION,
+                schema=schema,
+                reason="the database was migrated by a newer release; nothing to migrate",
+            )
+            return before, before
         await connection.run_sync(_upgrade, schema)
         after = await connection.run_sync(_current_revision, schema)
         await connection.commit()

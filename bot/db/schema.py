@@ -1,14 +1,19 @@
 """Which schema revision the code expects, which one the database has, and the gate between.
 
 The running bot never imports Alembic (0.6 s and 3 MiB per process): it reads Alembic's own
-`alembic_version` table and compares it with SCHEMA_REVISION, which a test holds equal to the
-head of migrations/. Only `migrate` and the embedded SQLite upgrade load Alembic.
+`alembic_version` table and compares it with KNOWN_REVISIONS, which a test holds equal to the
+linear history of migrations/. Only `migrate` and the embedded SQLite upgrade load Alembic.
+
+A revision the code does not know was written by a newer release: after a rollback the previous
+version runs on the newer schema, which the migration policy keeps backwards compatible (add
+first, drop in a later release), so such a schema is served, with a warning (`schema_ahead`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Literal
 
 import structlog
 from sqlalchemy import inspect, text
@@ -20,7 +25,9 @@ from bot.errors import SchemaNotReadyError
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_REVISION = "0003"
+# Every revision of migrations/, oldest first: the last one is the head this code migrates to.
+KNOWN_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003")
+SCHEMA_REVISION = KNOWN_REVISIONS[-1]
 SCHEMA_POLL_SECONDS = 2.0
 
 
@@ -39,18 +46,33 @@ def _revision(connection: Connection, schema: str | None) -> str | None:
     return connection.execute(text(f"SELECT version_num FROM {table}")).scalar()  # noqa: S608
 
 
-class SchemaGate:
-    """Opens once the database is at SCHEMA_REVISION, and stays open.
+SchemaState = Literal["head", "behind", "ahead"]
 
-    No update is processed on a schema behind the code. The long-running modes start with the
-    gate closed rather than exit: on a first install the migration Job runs beside the Pod, which
-    then turns ready without a restart. Once open it is never re-checked per update (a database
-    that goes away later fails its updates as retryable, and /readyz reports it).
+
+def schema_state(current: str | None) -> SchemaState:
+    """Where the database's revision stands against the code (None: never migrated)."""
+    if current == SCHEMA_REVISION:
+        return "head"
+    if current is None or current in KNOWN_REVISIONS:
+        return "behind"
+    return "ahead"
+
+
+class SchemaGate:
+    """Opens once the database is at SCHEMA_REVISION or ahead of it, and stays open.
+
+    No update is processed on a schema behind the code; one ahead of it (a newer release's
+    migrations, then a rollback) is compatible by policy and served. The long-running modes
+    start with the gate closed rather than exit: on a first install the migration Job runs
+    beside the Pod, which then turns ready without a restart. Once open it is never re-checked
+    per update (a database that goes away later fails its updates as retryable, and /readyz
+    reports it).
     """
 
     def __init__(self, scope: DataScope) -> None:
         self.scope = scope
         self.reason = "schema not checked yet"
+        self.state: SchemaState | None = None  # None until observed
         self._open = asyncio.Event()
 
     @property
@@ -60,7 +82,18 @@ class SchemaGate:
     async def observe(self) -> str | None:
         """The current revision (raises when the database is unreachable); opens at head."""
         current = await schema_revision(self.scope.engine, self.scope.schema)
-        if current == SCHEMA_REVISION:
+        state = schema_state(current)
+        if state == "ahead" and self.state != "ahead":
+            # Once per gate, not per probe: the kubelet asks every few seconds.
+            log.warning(
+                "schema_ahead",
+                current=current,
+                head=SCHEMA_REVISION,
+                schema=self.scope.schema,
+                reason="the database was migrated by a newer release; served as compatible",
+            )
+        self.state = state
+        if state != "behind":
             self._open.set()
         else:
             self.reason = (
@@ -83,7 +116,7 @@ class SchemaGate:
             raise SchemaNotReadyError(self.reason)
 
     async def wait_open(self, interval: float = SCHEMA_POLL_SECONDS) -> None:
-        """Returns once the schema is at head, checking every `interval` seconds."""
+        """Returns once the schema is at head (or ahead), checking every `interval` seconds."""
         if self.is_open:
             return
         log.warning("schema_not_ready", reason=self.reason)
@@ -92,4 +125,4 @@ class SchemaGate:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._open.wait()
-        log.info("schema_ready", revision=SCHEMA_REVISION)
+        log.info("schema_ready", revision=SCHEMA_REVISION, state=self.state)
