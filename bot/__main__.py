@@ -146,13 +146,14 @@ async def _migrate(settings: Settings) -> None:
         await migrate_bots(settings)
         return
     from bot.db.engine import create_engine  # noqa: PLC0415
-    from bot.db.migrations import upgrade_to_head  # noqa: PLC0415
+    from bot.db.migrations import log_migrated, upgrade_to_head  # noqa: PLC0415
 
     async with AsyncExitStack() as stack:
         engine = create_engine(settings)
         stack.push_async_callback(engine.dispose)
         before, after = await upgrade_to_head(engine)
-        log.info("migrated", before=before, after=after)
+        # Ahead of the code (a rollback): exit 0, or the chart's pre-upgrade Job fails the release.
+        log_migrated(before, after)
 
 
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:

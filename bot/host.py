@@ -257,7 +257,10 @@ async def run_host(settings: Settings) -> None:
 
 async def migrate_bots(settings: Settings) -> None:
     """`migrate` with BOTS_DIR: every bot's data to head (safe to run beside a host doing it)."""
-    from bot.db.migrations import upgrade_to_head  # noqa: PLC0415 - only migrate needs Alembic
+    from bot.db.migrations import (  # noqa: PLC0415 - only migrate needs Alembic
+        log_migrated,
+        upgrade_to_head,
+    )
 
     snapshot = read_bots_dir(settings.require_bots_dir())
     for name, reason in snapshot.problems.items():
@@ -271,6 +274,6 @@ async def migrate_bots(settings: Settings) -> None:
             finally:
                 if own_engine:
                     await scope.engine.dispose()
-            log.info("migrated", bot=name, before=before, after=after)
+            log_migrated(before, after, bot=name)
     finally:
         await engine.dispose()

@@ -51,7 +51,8 @@ async def upgrade_to_head(
 ) -> tuple[str | None, str | None]:
     """Upgrade the schema (a bot's, with `scope` in the host); returns (before, after).
 
-    A database ahead of the code (a revision it does not know) is left as it is: before == after.
+    A database ahead of the code (a revision it does not know) is left as it is: before == after
+    (the caller says so: `log_migrated`, or the schema gate).
 
     On PostgreSQL the whole upgrade runs in one transaction holding a transaction-level advisory
     lock, so concurrent `migrate` runs (a Job and an operator, two replicas, a host adding a bot)
@@ -76,18 +77,25 @@ async def upgrade_to_head(
             # revision" and the rollback with it; the schema is compatible by policy, and a
             # downgrade is never automatic: nothing to do.
             await connection.commit()
-            log.warning(
-                "schema_ahead",
-                current=before,
-                head=SCHEMA_REVISION,
-                schema=schema,
-                reason="the database was migrated by a newer release; nothing to migrate",
-            )
             return before, before
         await connection.run_sync(_upgrade, schema)
         after = await connection.run_sync(_current_revision, schema)
         await connection.commit()
     return before, after
+
+
+def log_migrated(before: str | None, after: str | None, **context: str) -> None:
+    """The one line `migrate` ends with: what it did, or why it left the database alone."""
+    if schema_state(after) == "ahead":
+        log.warning(
+            "schema_ahead",
+            current=after,
+            head=SCHEMA_REVISION,
+            reason="the database was migrated by a newer release; nothing to migrate",
+            **context,
+        )
+    else:
+        log.info("migrated", before=before, after=after, **context)
 
 
 def _upgrade(connection: Connection, schema: str | None) -> None:

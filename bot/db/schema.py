@@ -85,12 +85,13 @@ class SchemaGate:
         state = schema_state(current)
         if state == "ahead" and self.state != "ahead":
             # Once per gate, not per probe: the kubelet asks every few seconds.
+            where = {"schema": self.scope.schema} if self.scope.schema else {}  # a host's bot
             log.warning(
                 "schema_ahead",
                 current=current,
                 head=SCHEMA_REVISION,
-                schema=self.scope.schema,
                 reason="the database was migrated by a newer release; served as compatible",
+                **where,
             )
         self.state = state
         if state != "behind":

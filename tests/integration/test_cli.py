@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
+from bot.db.schema import SCHEMA_REVISION, schema_revision
 from tests.conftest import TEST_TOKEN
 from tests.support.bot_process import BotProcess
 from tests.support.fake_telegram import FakeTelegram, Scripted
@@ -212,6 +217,44 @@ def test_migrate_then_poll_ready(tmp_path: Path, make_pg_database: Callable[[], 
     assert '"event": "migrated"' in result.stderr
     again = run_bot(tmp_path, "migrate", DATABASE_URL=url)
     assert again.returncode == 0, again.stderr
+
+
+def test_migrate_on_a_database_ahead_of_the_code_exits_0_and_says_so(
+    tmp_path: Path, make_pg_database: Callable[[], str]
+) -> None:
+    # The chart's pre-upgrade Job runs `migrate` with the image being deployed: redeploying the
+    # previous release after a newer one migrated must not fail the release on that Job.
+    url = make_pg_database()
+    assert run_bot(tmp_path, "migrate", DATABASE_URL=url).returncode == 0
+    _set_revision(url, "0099")
+    result = run_bot(tmp_path, "migrate", DATABASE_URL=url, LOG_FORMAT="json")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    [ahead] = [e for e in events if e["event"] == "schema_ahead"]
+    assert (ahead["level"], ahead["current"], ahead["head"]) == ("warning", "0099", SCHEMA_REVISION)
+    assert "nothing to migrate" in ahead["reason"]
+    assert "Traceback" not in result.stderr
+    assert asyncio.run(_revision(url)) == "0099"
+
+
+def _set_revision(url: str, revision: str) -> None:
+    async def stamp() -> None:
+        engine = create_async_engine(url, poolclass=NullPool)
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE alembic_version SET version_num = :r"), {"r": revision}
+            )
+        await engine.dispose()
+
+    asyncio.run(stamp())
+
+
+async def _revision(url: str) -> str | None:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        return await schema_revision(engine)
+    finally:
+        await engine.dispose()
 
 
 async def test_polling_serves_updates_and_stops_cleanly_on_sigterm(
