@@ -19,10 +19,12 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
+from structlog.testing import capture_logs
 
 from bot.app import create_session, open_runtime
 from bot.config import Settings
 from bot.db.schema import SCHEMA_REVISION, schema_revision
+from bot.db.tenants import sqlite_url
 from bot.host import BotHost, create_host_app
 from bot.lifecycle import ServerState
 from tests.support.bot_process import BotProcess
@@ -304,6 +306,37 @@ async def test_python_m_bot_host_serves_its_bots_and_stops_cleanly(
         assert token not in output
         assert token.split(":", 1)[1] not in output
         assert secret not in output
+
+
+async def test_a_bot_whose_schema_is_ahead_of_the_code_is_served_and_says_so(
+    make_host: Callable[..., Awaitable[Host]], host_database_url: str
+) -> None:
+    # A newer release's host migrated the bot's data, then the host was rolled back; the bot
+    # file changing (here: its secret) makes the host take the bot in again on that schema.
+    host = await make_host(("shop", SHOP), ("news", NEWS))
+    if host_database_url.startswith("postgresql"):
+        url, table = host_database_url, "bot_news.alembic_version"
+    else:
+        url, table = sqlite_url(host_database_url, "news"), "alembic_version"
+    engine = create_async_engine(url, poolclass=NullPool)
+    async with engine.begin() as connection:
+        await connection.execute(text(f"UPDATE {table} SET version_num = '0099'"))  # noqa: S608
+    await engine.dispose()
+    host.put("news", NEWS, secret="news-secret-2")
+    with capture_logs() as logs:
+        await host.host.sync()
+
+    news_id = int(NEWS[0])
+    assert host.host.report()["news"] == {"status": "serving", "id": news_id, "schema": "ahead"}
+    assert host.host.report()["shop"] == {"status": "serving", "id": int(SHOP[0])}
+    status, body = await host.readyz()
+    assert status == 200
+    assert body["checks"]["bots"]["news"]["status"] == "serving"
+    assert [(e["current"], e["head"]) for e in logs if e["event"] == "schema_ahead"] == [
+        ("0099", SCHEMA_REVISION)
+    ]
+    assert await host.post(NEWS[0], start_update(user(12, "Ray")), "news-secret-2") == 200
+    assert host.replies(NEWS) == ["Hello, Ray! Nice to meet you. Send me anything, or /help."]
 
 
 @pytest.mark.parametrize("host_database_url", ["postgres"], indirect=True)
