@@ -48,6 +48,8 @@ class HostedBot:
     tenant: Tenant
     webhook: WebhookHandler
     status: str = "serving"
+    # Served on a schema a newer release migrated (a rollback): shown in the report.
+    schema_ahead: bool = False
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     own_engine: bool = False
 
@@ -123,6 +125,7 @@ class BotHost:
         """
         if await schema.check():  # at head, or ahead of the code (a rollback): served
             hosted.status = "serving"
+            hosted.schema_ahead = schema.state == "ahead"
             return True
         from bot.db.migrations import upgrade_to_head  # noqa: PLC0415 - see the docstring
 
@@ -133,6 +136,7 @@ class BotHost:
             log.warning("bot_migration_failed", bot=hosted.entry.name, error=type(exc).__name__)
         if await schema.check():
             hosted.status = "serving"
+            hosted.schema_ahead = schema.state == "ahead"
             return True
         hosted.status = "schema_behind"
         return False
@@ -197,7 +201,7 @@ class BotHost:
         report: dict[str, Any] = {}
         for hosted in self.bots.values():
             entry: dict[str, Any] = {"status": hosted.status, "id": hosted.tenant.bot_id}
-            if hosted.webhook.schema.state == "ahead":
+            if hosted.schema_ahead:
                 # Still "serving" (what the operator's pickup reads); this says why it warned.
                 entry["schema"] = "ahead"
             report[hosted.entry.name] = entry
