@@ -24,6 +24,7 @@ from bot.web import create_app
 from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
 from tests.integration.conftest import Harness
 from tests.support.failing import add_failing_handler
+from tests.support.fake_telegram import Scripted
 from tests.support.updates import message_update, start_update, user
 
 MakeHarness = Callable[..., Awaitable[Harness]]
@@ -89,12 +90,11 @@ def redis_commands(spans: list[ReadableSpan]) -> list[str]:
 
 
 def bot_api_calls(spans: list[ReadableSpan]) -> list[ReadableSpan]:
-    return [s for s in spans if s.kind == SpanKind.CLIENT and "/bot" in _url(s)]
-
-
-def _url(span: ReadableSpan) -> str:
-    attributes = span.attributes or {}
-    return str(attributes.get("url.full") or attributes.get("http.url") or "")
+    return [
+        s
+        for s in spans
+        if s.kind == SpanKind.CLIENT and (s.attributes or {}).get("rpc.system") == "telegram"
+    ]
 
 
 async def test_new_user_start_is_one_trace_with_db_cache_and_bot_api_children(
@@ -123,7 +123,44 @@ async def test_new_user_start_is_one_trace_with_db_cache_and_bot_api_children(
     commands = redis_commands(children)
     assert "GET" in commands and "SET" in commands, commands
     [send] = bot_api_calls(children)
-    assert _url(send).endswith("/bot[REDACTED]/sendMessage")
+    assert send.name == "sendMessage"
+    assert dict(send.attributes or {}) == {
+        "rpc.system": "telegram",
+        "rpc.method": "sendMessage",
+        "server.address": "127.0.0.1",
+        "telegram.bot": traced.settings.project_name,
+    }
+    assert send.status.status_code != StatusCode.ERROR
+
+
+async def test_each_bot_api_attempt_is_a_span_and_a_failed_one_says_why(
+    traced: Harness, exporter: InMemorySpanExporter
+) -> None:
+    """RetryMiddleware sits above the span: a 5xx then a success are two sendMessage spans."""
+    traced.telegram.script(
+        "sendMessage",
+        Scripted(status=502, body={"ok": False, "error_code": 502, "description": "Bad Gateway"}),
+    )
+    await traced.feed(start_update(user(uid(), "Retry")))
+    spans = exporter.get_finished_spans()
+    [root] = update_spans(spans)
+    failed, sent = sorted(bot_api_calls(descendants(root, spans)), key=lambda s: s.start_time)
+    assert failed.name == sent.name == "sendMessage"
+    assert failed.status.status_code == StatusCode.ERROR
+    assert failed.attributes["error.type"] == "TelegramServerError"  # type: ignore[index]
+    assert not failed.events  # no exception text: only its type
+    assert sent.status.status_code != StatusCode.ERROR
+    assert "error.type" not in (sent.attributes or {})
+    assert root.attributes["telegram.outcome"] == "handled"  # type: ignore[index]
+
+
+async def test_no_trace_context_is_sent_to_telegram(traced: Harness) -> None:
+    """A trace is ours: Telegram gets no traceparent/tracestate (it would only leak ids)."""
+    await traced.feed(start_update(user(uid(), "Private")))
+    [call] = traced.telegram.calls_to("sendMessage")
+    assert call.headers, "the fake records headers"
+    sent = {name.lower() for name in call.headers}
+    assert not sent & {"traceparent", "tracestate", "baggage"}, sent
 
 
 @pytest.mark.usefixtures("redis_cleanup")
@@ -216,7 +253,7 @@ async def test_a_webhook_delivery_is_one_trace_rooted_at_the_update_and_probes_a
     finally:
         await server.close()
     spans = exporter.get_finished_spans()
-    ours = [s for s in spans if not _url(s) or "/bot" in _url(s)]  # not the test's own requests
+    ours = list(spans)
     [root] = [s for s in ours if s.parent is None]  # probes and scrapes made no trace
     assert root.name == "telegram.update"
     assert root.kind == SpanKind.CONSUMER
