@@ -103,27 +103,7 @@ async def ours(
     label: str = "",
 ) -> Row:
     port = free_port()
-    env = {
-        "BOT_TOKEN": TOKEN,
-        "WEBHOOK_SECRET": SECRET,
-        "TELEGRAM_API_URL": api,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
-        "PROJECT_NAME": f"bench-{uuid.uuid4().hex[:8]}",
-        "ENVIRONMENT": "production",
-        "LOG_FORMAT": "json",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "TELEGRAM_RATE_LIMIT": "0",
-        "TELEGRAM_CHAT_RATE_LIMIT": "0",
-        **pool,
-    }
-    if ratio is not None:
-        env |= {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": api,
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-            "OTEL_TRACES_SAMPLER_ARG": str(ratio),
-        }
+    env = serve_env(api, database_url, port, ratio=ratio, pool=pool)
     async with (
         drop_keys_after(REDIS_URL, env["PROJECT_NAME"]),
         running(Child(["-m", "bot", "serve"], env, cwd=tree)) as child,
@@ -146,6 +126,35 @@ async def ours(
     if pool is not CHART_POOL:
         kind += f", pool {pool['DB_POOL_SIZE']}+{pool['DB_MAX_OVERFLOW']}"
     return Row(f"hello-bot{label} {kind}{tracing}", result, child.peak_rss, startup, cpu)
+
+
+def serve_env(
+    api: str, database_url: str, port: int, *, ratio: float | None, pool: dict[str, str]
+) -> dict[str, str]:
+    """`serve`'s environment in every benchmark run: production logging, flood control off,
+    tracing (OTLP to the fake API's sink) at `ratio` or off."""
+    env = {
+        "BOT_TOKEN": TOKEN,
+        "WEBHOOK_SECRET": SECRET,
+        "TELEGRAM_API_URL": api,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "PROJECT_NAME": f"bench-{uuid.uuid4().hex[:8]}",
+        "ENVIRONMENT": "production",
+        "LOG_FORMAT": "json",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "TELEGRAM_RATE_LIMIT": "0",
+        "TELEGRAM_CHAT_RATE_LIMIT": "0",
+        **pool,
+    }
+    if ratio is not None:
+        env |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": api,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(ratio),
+        }
+    return env
 
 
 @contextlib.contextmanager

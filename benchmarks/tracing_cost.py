@@ -1,0 +1,136 @@
+"""What tracing costs `serve`, in instructions per update: repeatable on a busy machine.
+
+    python -m benchmarks.tracing_cost [--updates 600] [--ratios 0.1 1.0]
+
+benchmarks.webhook measures the same thing as CPU time and throughput, and on a shared 2-core
+machine those move by 10-30% between identical runs, more than the 5% being measured.
+callgrind counts the instructions the process executes instead, which another process on the
+machine does not change. Each variant runs `serve` under `valgrind --tool=callgrind` with
+collection off; it is switched on (`callgrind_control -i on`) only for the measured updates,
+after start-up and a warm-up, and off again once the batch span processor has exported what
+they produced. Both the event loop and the exporter's thread are counted. Under valgrind the bot
+runs ~20x slower, so keep `--updates` in the hundreds: at ratio 0.1, 600 updates sample ~60.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.harness import (
+    CHART_POOL,
+    REDIS_URL,
+    Child,
+    create_database,
+    drive,
+    drop_database,
+    drop_keys_after,
+    free_port,
+    running,
+    start_updates,
+    table,
+)
+from benchmarks.webhook import SECRET, USERS, _users, migrate, serve_env
+
+# The OTLP batch processor exports every 5 s (OTEL_BSP_SCHEDULE_DELAY): wait that long, and a
+# little more, so a variant's spans are exported (and counted) inside its measured window.
+EXPORT_SETTLE_SECONDS = 6.0
+
+
+async def instructions_per_update(
+    api: str, database_url: str, updates: int, *, ratio: float | None, out: Path, first_id: int
+) -> float:
+    port = free_port()
+    env = serve_env(api, database_url, port, ratio=ratio, pool=CHART_POOL)
+    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    child = Child(["-m", "bot", "serve"], env, prefix=valgrind)
+    async with drop_keys_after(REDIS_URL, env["PROJECT_NAME"]), running(child):
+        await child.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=600)
+        url = f"http://127.0.0.1:{port}/webhook"
+        # Registers the returning users, fills the cache and the pools, and exports a first
+        # batch of spans (lazy imports and first-call costs stay out of the count).
+        await drive(url, start_updates(first_id, _users(USERS)), concurrency=32, secret=SECRET)
+        await asyncio.sleep(EXPORT_SETTLE_SECONDS)
+        assert child.process is not None
+        # vgdb finds the process by a name valgrind built from $HOST, which serve's env sets.
+        control = {**os.environ, "HOST": env["HOST"]}
+        pid = str(child.process.pid)
+        subprocess.run(
+            ["callgrind_control", "-i", "on", pid], env=control, check=True, capture_output=True
+        )
+        await drive(
+            url, start_updates(first_id + 100_000, _users(updates)), concurrency=32, secret=SECRET
+        )
+        await asyncio.sleep(EXPORT_SETTLE_SECONDS)
+        subprocess.run(
+            ["callgrind_control", "-i", "off", pid], env=control, check=True, capture_output=True
+        )
+    # callgrind writes its file when the process exits (serve's SIGTERM shutdown).
+    totals = re.search(r"^totals: (\d+)", out.read_text(), re.MULTILINE)
+    if totals is None or int(totals.group(1)) == 0:
+        msg = f"callgrind counted nothing in {out}: was collection switched on?"
+        raise RuntimeError(msg)
+    return int(totals.group(1)) / updates
+
+
+async def main(updates: int, ratios: list[float], keep: Path | None) -> None:
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("valgrind (with callgrind_control) is needed: apt-get install valgrind")
+    api_port = free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    name, database_url = await create_database()
+    results: list[tuple[str, float, float]] = []
+    try:
+        migrate(database_url)
+        async with running(Child(["-m", "benchmarks.fake_api", "--port", str(api_port)])) as fake:
+            await fake.wait_http(f"{api}/stats")
+            with tempfile.TemporaryDirectory(prefix="hb-callgrind-") as tmp:
+                out_dir = keep or Path(tmp)
+                for index, ratio in enumerate([None, *ratios]):
+                    started = time.perf_counter()
+                    per_update = await instructions_per_update(
+                        api,
+                        database_url,
+                        updates,
+                        ratio=ratio,
+                        out=out_dir / f"callgrind.{'off' if ratio is None else ratio}.out",
+                        first_id=1 + index * 1_000_000,
+                    )
+                    label = "tracing off" if ratio is None else f"tracing {ratio:g}"
+                    results.append((label, per_update, time.perf_counter() - started))
+    finally:
+        await drop_database(name)
+    base = results[0][1]
+    print(f"\ntracing cost: {updates} /start updates from returning users, concurrency 32\n")
+    print(
+        table(
+            ["variant", "instructions/update", "x off", "wall s (under valgrind)"],
+            [
+                [label, f"{ir / 1e6:.2f} M", f"{ir / base:.3f}", f"{s:.0f}"]
+                for label, ir, s in results
+            ],
+        )
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--updates", type=int, default=600)
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.1, 1.0])
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep the callgrind files here (callgrind_annotate)",
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.updates, args.ratios, args.keep))
