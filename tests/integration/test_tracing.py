@@ -276,11 +276,17 @@ async def test_no_span_or_attribute_contains_the_token(
     assert str(who) not in dump  # no raw user ids either
 
 
+# One stream for every test: configure_logging caches each logger on first use, bound to the
+# stream of that time, so a fresh stream per test would miss the lines of loggers used before.
+_LOG_STREAM = io.StringIO()
+
+
 @pytest.fixture
 def log_stream() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging(level="INFO", fmt="json", stream=stream)
-    yield stream
+    _LOG_STREAM.seek(0)
+    _LOG_STREAM.truncate()
+    configure_logging(level="INFO", fmt="json", stream=_LOG_STREAM)
+    yield _LOG_STREAM
     structlog.reset_defaults()
 
 
@@ -293,3 +299,32 @@ async def test_log_lines_carry_the_trace_and_span_ids(
     [handled] = [line for line in lines if line["event"] == "update_handled"]
     assert handled["trace_id"] == format(root.context.trace_id, "032x")
     assert handled["span_id"] == format(root.context.span_id, "016x")
+
+
+async def test_an_unsampled_update_logs_no_trace_ids(
+    make_harness: MakeHarness,
+    exporter: InMemorySpanExporter,
+    pg_migrated_url: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its ids would lead to a trace that was never recorded."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
+    quiet = await make_harness(span_exporter=exporter, database_url=pg_migrated_url)
+    log_stream: io.StringIO = request.getfixturevalue("log_stream")  # after the harness's own
+    await quiet.feed(start_update(user(uid(), "Quiet")))
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    [handled] = [line for line in lines if line["event"] == "update_handled"]
+    assert "trace_id" not in handled and "span_id" not in handled, handled
+
+
+async def test_pool_checkouts_are_not_spans_statements_are(
+    traced: Harness, exporter: InMemorySpanExporter
+) -> None:
+    """The instrumentor's "connect" span per checkout is taken off (tracing.py says why)."""
+    await traced.feed(start_update(user(uid(), "Pool")))
+    spans = exporter.get_finished_spans()
+    [root] = update_spans(spans)
+    children = descendants(root, spans)
+    assert db_statements(children), "statement spans stay"
+    assert not [s for s in spans if s.name == "connect"], [s.name for s in spans]
