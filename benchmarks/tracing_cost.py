@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
+
 from benchmarks.harness import (
     CHART_POOL,
     REDIS_URL,
@@ -44,9 +46,15 @@ from benchmarks.webhook import SECRET, USERS, _users, migrate, serve_env
 EXPORT_SETTLE_SECONDS = 6.0
 
 
+async def traced_so_far(api: str) -> int:
+    async with aiohttp.ClientSession() as http, http.get(f"{api}/stats") as response:
+        return int((await response.json()).get("otlp_traces", 0))
+
+
 async def instructions_per_update(
     api: str, database_url: str, updates: int, *, ratio: float | None, out: Path, first_id: int
-) -> float:
+) -> tuple[float, int]:
+    """Instructions per measured update, and how many of those updates were traced."""
     port = free_port()
     env = serve_env(api, database_url, port, ratio=ratio, pool=CHART_POOL)
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
@@ -62,6 +70,7 @@ async def instructions_per_update(
         # vgdb finds the process by a name valgrind built from $HOST, which serve's env sets.
         control = {**os.environ, "HOST": env["HOST"]}
         pid = str(child.process.pid)
+        traced_before = await traced_so_far(api)
         subprocess.run(
             ["callgrind_control", "-i", "on", pid], env=control, check=True, capture_output=True
         )
@@ -72,12 +81,13 @@ async def instructions_per_update(
         subprocess.run(
             ["callgrind_control", "-i", "off", pid], env=control, check=True, capture_output=True
         )
+        traced = await traced_so_far(api) - traced_before
     # callgrind writes its file when the process exits (serve's SIGTERM shutdown).
     totals = re.search(r"^totals: (\d+)", out.read_text(), re.MULTILINE)
     if totals is None or int(totals.group(1)) == 0:
         msg = f"callgrind counted nothing in {out}: was collection switched on?"
         raise RuntimeError(msg)
-    return int(totals.group(1)) / updates
+    return int(totals.group(1)) / updates, traced
 
 
 async def main(updates: int, ratios: list[float], keep: Path | None) -> None:
@@ -86,7 +96,7 @@ async def main(updates: int, ratios: list[float], keep: Path | None) -> None:
     api_port = free_port()
     api = f"http://127.0.0.1:{api_port}"
     name, database_url = await create_database()
-    results: list[tuple[str, float, float]] = []
+    results: list[tuple[float | None, float, int, float]] = []
     try:
         migrate(database_url)
         async with running(Child(["-m", "benchmarks.fake_api", "--port", str(api_port)])) as fake:
@@ -95,7 +105,7 @@ async def main(updates: int, ratios: list[float], keep: Path | None) -> None:
                 out_dir = keep or Path(tmp)
                 for index, ratio in enumerate([None, *ratios]):
                     started = time.perf_counter()
-                    per_update = await instructions_per_update(
+                    per_update, traced = await instructions_per_update(
                         api,
                         database_url,
                         updates,
@@ -103,21 +113,46 @@ async def main(updates: int, ratios: list[float], keep: Path | None) -> None:
                         out=out_dir / f"callgrind.{'off' if ratio is None else ratio}.out",
                         first_id=1 + index * 1_000_000,
                     )
-                    label = "tracing off" if ratio is None else f"tracing {ratio:g}"
-                    results.append((label, per_update, time.perf_counter() - started))
+                    results.append((ratio, per_update, traced, time.perf_counter() - started))
     finally:
         await drop_database(name)
+    report(updates, results)
+
+
+def report(updates: int, results: list[tuple[float | None, float, int, float]]) -> None:
     base = results[0][1]
     print(f"\ntracing cost: {updates} /start updates from returning users, concurrency 32\n")
-    print(
-        table(
-            ["variant", "instructions/update", "x off", "wall s (under valgrind)"],
-            [
-                [label, f"{ir / 1e6:.2f} M", f"{ir / base:.3f}", f"{s:.0f}"]
-                for label, ir, s in results
-            ],
+    rows = [
+        [
+            "tracing off" if ratio is None else f"tracing {ratio:g}",
+            f"{ir / 1e6:.2f} M",
+            f"{ir / base:.3f}",
+            f"{traced} ({traced / updates:.1%})",
+            f"{seconds:.0f}",
+        ]
+        for ratio, ir, traced, seconds in results
+    ]
+    headers = ["variant", "instructions/update", "x off", "traced", "wall s (valgrind)"]
+    print(table(headers, rows))
+    # A ratio's cost = what every update pays + what each traced one adds, times the share
+    # traced. The run at 1.0 and a sampled run, each with its own count of traces, give both
+    # terms; the figure at exactly the ratio is then free of how many updates this run sampled.
+    full = [(ir, traced / updates) for ratio, ir, traced, _ in results if ratio == 1.0]
+    if not full:
+        return
+    full_ir, full_share = full[0]
+    for ratio, ir, traced, _ in results:
+        share = traced / updates
+        if ratio is None or ratio == 1.0 or share >= full_share:
+            continue
+        per_trace = (full_ir - ir) / (full_share - share)
+        every_update = ir - base - per_trace * share
+        exact = (base + every_update + per_trace * ratio) / base
+        print(
+            f"tracing {ratio:g} at exactly {ratio:.0%} traced: {exact:.3f}x off "
+            f"(every update pays {every_update / base:+.1%}, each traced one "
+            f"{per_trace / base:+.0%})"
         )
-    )
 
 
 if __name__ == "__main__":
