@@ -41,9 +41,13 @@ from benchmarks.harness import (
 )
 from benchmarks.webhook import SECRET, USERS, _users, migrate, serve_env
 
-# The OTLP batch processor exports every 5 s (OTEL_BSP_SCHEDULE_DELAY): wait that long, and a
-# little more, so a variant's spans are exported (and counted) inside its measured window.
-EXPORT_SETTLE_SECONDS = 6.0
+# The batch processor exports on a timer (OTEL_BSP_SCHEDULE_DELAY, 5 s by default) or at 512
+# spans. At full speed 5 s is ~2,000 updates; under valgrind (~20x slower) it would be ~100, and
+# each export's fixed cost (an HTTP request, the resource) would weigh 20x more per update than
+# in production. 30 s keeps that within a fraction of a percent. After the last update the
+# measured window stays open one delay more, so that update's spans are exported inside it.
+EXPORT_DELAY_SECONDS = 30.0
+EXPORT_SETTLE_SECONDS = EXPORT_DELAY_SECONDS + 1.0
 
 
 async def traced_so_far(api: str) -> int:
@@ -57,6 +61,7 @@ async def instructions_per_update(
     """Instructions per measured update, and how many of those updates were traced."""
     port = free_port()
     env = serve_env(api, database_url, port, ratio=ratio, pool=CHART_POOL)
+    env["OTEL_BSP_SCHEDULE_DELAY"] = str(int(EXPORT_DELAY_SECONDS * 1000))
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
     child = Child(["-m", "bot", "serve"], env, prefix=valgrind)
     async with drop_keys_after(REDIS_URL, env["PROJECT_NAME"]), running(child):
