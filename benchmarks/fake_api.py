@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 BOT_USER = {"id": 42, "is_bot": True, "first_name": "bench", "username": "bench_bot"}
 
@@ -39,7 +40,17 @@ def create_app() -> web.Application:
         return web.json_response({"ok": True, "result": result})
 
     async def traces(request: web.Request) -> web.Response:
-        counts["otlp_bytes"] = counts.get("otlp_bytes", 0) + len(await request.read())
+        body = await request.read()
+        counts["otlp_bytes"] = counts.get("otlp_bytes", 0) + len(body)
+        # Root spans are traces: how many updates a sampled run really traced.
+        export = ExportTraceServiceRequest.FromString(body)
+        roots = sum(
+            not span.parent_span_id
+            for resource in export.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        )
+        counts["otlp_traces"] = counts.get("otlp_traces", 0) + roots
         return web.Response(status=200, content_type="application/x-protobuf")
 
     async def stats(_request: web.Request) -> web.Response:

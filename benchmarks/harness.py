@@ -48,6 +48,8 @@ class Child:
     env: dict[str, str] = field(default_factory=dict)
     # Another checkout of the bot (benchmarks.webhook --against) runs from its own tree.
     cwd: Path = ROOT
+    # Runs the interpreter under another program (benchmarks.tracing_cost: valgrind).
+    prefix: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     peak_rss: int = 0
     started_at: float = 0.0
@@ -58,7 +60,7 @@ class Child:
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.started_at = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, *self.args],
+            [*self.prefix, sys.executable, *self.args],
             cwd=self.cwd,
             env={**os.environ, "PYTHONPATH": str(self.cwd), **self.env},
             stdout=subprocess.DEVNULL,

@@ -8,7 +8,8 @@ database and key prefix), dedup, metrics and JSON logs, and the database pool th
 (10 + 5); one more row shows new users with the settings' default pool (5 + 10), which
 concurrency 32 overflows. Flood control is off in both (it paces replies to Telegram's limits by
 design, which a throughput test would only measure as sleep).
-Tracing variants send OTLP to the fake API's sink at sampling ratios 0.1 and 1.0.
+Tracing variants send OTLP to the fake API's sink: tracing off and at ratio 0.1 in alternating
+rounds (`--tracing-rounds`, default 3; the ratio of the two is the figure), and once at 1.0.
 `--against REF` adds the same two rows for an earlier commit (a temporary git worktree with its
 own database, migrated by its own code, run with this venv): a before/after in one run.
 """
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,27 +103,7 @@ async def ours(
     label: str = "",
 ) -> Row:
     port = free_port()
-    env = {
-        "BOT_TOKEN": TOKEN,
-        "WEBHOOK_SECRET": SECRET,
-        "TELEGRAM_API_URL": api,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
-        "PROJECT_NAME": f"bench-{uuid.uuid4().hex[:8]}",
-        "ENVIRONMENT": "production",
-        "LOG_FORMAT": "json",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "TELEGRAM_RATE_LIMIT": "0",
-        "TELEGRAM_CHAT_RATE_LIMIT": "0",
-        **pool,
-    }
-    if ratio is not None:
-        env |= {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": api,
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-            "OTEL_TRACES_SAMPLER_ARG": str(ratio),
-        }
+    env = serve_env(api, database_url, port, ratio=ratio, pool=pool)
     async with (
         drop_keys_after(REDIS_URL, env["PROJECT_NAME"]),
         running(Child(["-m", "bot", "serve"], env, cwd=tree)) as child,
@@ -144,6 +126,35 @@ async def ours(
     if pool is not CHART_POOL:
         kind += f", pool {pool['DB_POOL_SIZE']}+{pool['DB_MAX_OVERFLOW']}"
     return Row(f"hello-bot{label} {kind}{tracing}", result, child.peak_rss, startup, cpu)
+
+
+def serve_env(
+    api: str, database_url: str, port: int, *, ratio: float | None, pool: dict[str, str]
+) -> dict[str, str]:
+    """`serve`'s environment in every benchmark run: production logging, flood control off,
+    tracing (OTLP to the fake API's sink) at `ratio` or off."""
+    env = {
+        "BOT_TOKEN": TOKEN,
+        "WEBHOOK_SECRET": SECRET,
+        "TELEGRAM_API_URL": api,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "PROJECT_NAME": f"bench-{uuid.uuid4().hex[:8]}",
+        "ENVIRONMENT": "production",
+        "LOG_FORMAT": "json",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "TELEGRAM_RATE_LIMIT": "0",
+        "TELEGRAM_CHAT_RATE_LIMIT": "0",
+        **pool,
+    }
+    if ratio is not None:
+        env |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": api,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(ratio),
+        }
+    return env
 
 
 @contextlib.contextmanager
@@ -173,7 +184,9 @@ def migrate(database_url: str, tree: Path = ROOT) -> None:
     )  # fmt: skip
 
 
-async def main(updates: int, concurrency: int, *, tracing: bool, against: str | None) -> None:
+async def main(updates: int, concurrency: int, *, tracing_rounds: int, against: str | None) -> None:
+    tracing = tracing_rounds > 0
+    pairs: list[Row] = []
     api_port = free_port()
     api = f"http://127.0.0.1:{api_port}"
     databases = [await create_database()]
@@ -193,12 +206,18 @@ async def main(updates: int, concurrency: int, *, tracing: bool, against: str | 
                 ),
             ]  # fmt: skip
             if tracing:
-                for ratio in (0.1, 1.0):
-                    rows.append(
-                        await ours(
-                            api, database_url, updates, concurrency, new_users=False, ratio=ratio
-                        )
-                    )
+                # Off and 0.1 alternate, so a slow patch of the machine lands on both sides.
+                for _ in range(tracing_rounds):
+                    for ratio in (None, 0.1):
+                        pairs.append(
+                            await ours(
+                                api, database_url, updates, concurrency, new_users=False,
+                                ratio=ratio, label=" (round)",
+                            )
+                        )  # fmt: skip
+                rows.append(
+                    await ours(api, database_url, updates, concurrency, new_users=False, ratio=1.0)
+                )
             if against is not None:
                 databases.append(await create_database())
                 with checkout(against) as tree:
@@ -214,6 +233,8 @@ async def main(updates: int, concurrency: int, *, tracing: bool, against: str | 
         for name, _ in databases:
             await drop_database(name)
     report(rows, updates, concurrency, import_seconds("aiogram"), against=against)
+    if pairs:
+        report_tracing(pairs)
 
 
 def report(
@@ -252,7 +273,7 @@ def report(
     returning = "hello-bot returning users"
     pairs = [
         (f"tracing {ratio} vs off, returning users", f"{returning}, tracing {ratio}", returning)
-        for ratio in ("0.1", "1")
+        for ratio in ("1",)
     ]
     for kind in ("returning users", "new users (insert)"):
         label = f"{kind}, this tree vs {against}"
@@ -267,6 +288,20 @@ def report(
     print(f"\n`import aiogram` alone: {aiogram_import:.2f} s (fastest of 3 cold starts)")
 
 
+def report_tracing(runs: list[Row]) -> None:
+    """Issue 14's bar: tracing at 0.1 within 5% of tracing off, from alternating rounds."""
+    rounds = list(zip(runs[::2], runs[1::2], strict=True))
+    rates = [on.result.rate / off.result.rate for off, on in rounds]
+    cpu = [on.cpu_per_update / off.cpu_per_update for off, on in rounds]
+    print(
+        f"\ntracing 0.1 vs off, returning users, {len(rounds)} alternating rounds:\n"
+        f"  upd/s:            {'  '.join(f'{r:.2f}x' for r in rates)}  ->  mean "
+        f"{statistics.fmean(rates):.3f}x\n"
+        f"  CPU per update:   {'  '.join(f'{c:.2f}x' for c in cpu)}  ->  mean "
+        f"{statistics.fmean(cpu):.3f}x"
+    )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -274,8 +309,16 @@ if __name__ == "__main__":
     parser.add_argument("--updates", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--no-tracing", action="store_true", help="skip the tracing variants")
+    parser.add_argument(
+        "--tracing-rounds", type=int, default=3, help="alternating off/0.1 pairs (default 3)"
+    )
     parser.add_argument("--against", metavar="REF", help="also run this git commit's bot")
     args = parser.parse_args()
     asyncio.run(
-        main(args.updates, args.concurrency, tracing=not args.no_tracing, against=args.against)
+        main(
+            args.updates,
+            args.concurrency,
+            tracing_rounds=0 if args.no_tracing else args.tracing_rounds,
+            against=args.against,
+        )
     )

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import structlog
 from aiogram import BaseMiddleware, Bot, Dispatcher
@@ -31,7 +32,7 @@ from bot.middlewares.dedup import DeduplicationMiddleware
 from bot.middlewares.locale import LocaleMiddleware
 from bot.middlewares.observer import HandlerNameMiddleware, UpdateObserverMiddleware
 from bot.middlewares.session import SessionMiddleware
-from bot.observability.tracing import start_tracing
+from bot.observability.tracing import BotApiTracing, start_tracing
 from bot.outbound import FloodControlMiddleware, RetryMiddleware, pin_response_models
 from bot.services.users import UserService
 from bot.tenant import Tenant
@@ -87,7 +88,9 @@ async def prepare_schema(settings: Settings, scope: DataScope) -> SchemaGate:
     return schema
 
 
-def create_session(settings: Settings) -> BaseSession:
+def create_session(
+    settings: Settings, tracer_provider: TracerProvider | None = None
+) -> BaseSession:
     """The Bot API session: one per process, shared by every bot it serves (connection pool and
     TLS context); flood control keeps a budget per bot, as Telegram counts them."""
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
@@ -99,6 +102,11 @@ def create_session(settings: Settings) -> BaseSession:
         )
     )
     session.middleware(RetryMiddleware())
+    if tracer_provider is not None:
+        server = urlsplit(settings.telegram_api_url).hostname or ""
+        session.middleware(
+            BotApiTracing(trace.get_tracer("bot", tracer_provider=tracer_provider), server)
+        )
     pin_response_models()
     return session
 
@@ -240,7 +248,10 @@ async def assemble(
                 stack.push_async_callback(scope.engine.dispose)
         schema = await prepare_schema(settings, scope)
         if bot is None:
-            bot = create_bot(settings.require_token(), create_session(settings))
+            bot = create_bot(
+                settings.require_token(),
+                create_session(settings, runtime.resources.tracer_provider),
+            )
         stack.push_async_callback(bot.session.close)
         tenant = Tenant(name=name, bot_id=bot.id, namespace=namespace, data=scope)
         yield BotApp(

@@ -242,7 +242,7 @@ def create_host_app(host: BotHost) -> web.Application:
 async def run_host(settings: Settings) -> None:
     settings.require_bots_dir()
     async with open_runtime(settings) as runtime, AsyncExitStack() as stack:
-        session = create_session(settings)
+        session = create_session(settings, runtime.resources.tracer_provider)
         stack.push_async_callback(session.close)
         host = BotHost(runtime, session=session, state=ServerState())
         stack.push_async_callback(host.close)

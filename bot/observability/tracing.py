@@ -7,31 +7,32 @@ batch queue, headers, OTEL_RESOURCE_ATTRIBUTES with the k8s.* attributes the cha
 
 from __future__ import annotations
 
-import re
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
+import sqlalchemy.engine.base
 import structlog
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.trace import SpanKind, StatusCode, Tracer
 from structlog.typing import EventDict, WrappedLogger
 
 from bot import __version__
 from bot.config import Settings
+from bot.tenant import working_for
 
 if TYPE_CHECKING:
+    from aiogram import Bot
+    from aiogram.client.session.middlewares.base import NextRequestMiddlewareType
+    from aiogram.methods import Response, TelegramMethod
+    from aiogram.methods.base import TelegramType
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = structlog.get_logger(__name__)
-
-_TOKEN_IN_URL = re.compile(r"/bot[^/]+/")
-
-
-def strip_token(url: object) -> str:
-    """Bot API URLs carry the token in their path: /bot<token>/<method>."""
-    return _TOKEN_IN_URL.sub("/bot[REDACTED]/", str(url))
 
 
 def tracing_enabled(settings: Settings) -> bool:
@@ -46,7 +47,8 @@ async def start_tracing(
     redis: Redis | None,
     exporter: SpanExporter | None = None,
 ) -> TracerProvider | None:
-    """Build the provider and instrument the engine, Redis and the aiohttp client (Bot API).
+    """Build the provider and instrument the engine and Redis; Bot API calls get their spans
+    from `BotApiTracing` on the session (bot.app.create_session).
 
     The update's own span is the root (bot.middlewares.observer): no aiohttp server span above
     it. That instrumentation cost more than everything else together at the chart's ratio of
@@ -57,10 +59,7 @@ async def start_tracing(
     """
     if exporter is None and not tracing_enabled(settings):
         return None
-    from opentelemetry.instrumentation.aiohttp_client import (  # noqa: PLC0415 - see docstring
-        AioHttpClientInstrumentor,
-    )
-    from opentelemetry.instrumentation.redis import RedisInstrumentor  # noqa: PLC0415
+    from opentelemetry.instrumentation.redis import RedisInstrumentor  # noqa: PLC0415 - see docstring
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor  # noqa: PLC0415
     from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
@@ -91,9 +90,6 @@ async def start_tracing(
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     stack.callback(provider.shutdown)  # flushes what is queued
 
-    _instrument(
-        stack, AioHttpClientInstrumentor(), tracer_provider=provider, url_filter=strip_token
-    )
     # skip_dep_check: the instrumentation declares SQLAlchemy < 2.1 and otherwise declines 2.1
     # with an error line; it hooks engine events that 2.1 kept, and the tracing tests check that
     # its spans are there.
@@ -104,6 +100,10 @@ async def start_tracing(
         engine=engine.sync_engine,
         skip_dep_check=True,
     )
+    # The instrumentor also wraps every Engine.connect (a pool checkout) in a "connect" span:
+    # two per update, each as costly as a statement's span, telling less than the pool metrics
+    # (hello_bot_db_pool_*) do. Its own unwrap takes that one wrapper off; statements keep theirs.
+    unwrap(sqlalchemy.engine.base.Engine, "connect")
     if redis is not None:
         RedisInstrumentor.instrument_client(redis, tracer_provider=provider)
         stack.callback(RedisInstrumentor.uninstrument_client, redis)
@@ -117,9 +117,56 @@ def _instrument(stack: AsyncExitStack, instrumentor: object, **kwargs: object) -
 
 
 def add_trace_context(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
-    """structlog processor: the current trace_id and span_id, so a log line leads to its trace."""
+    """structlog processor: the current trace_id and span_id, so a log line leads to its trace.
+
+    Only for a sampled span: an unsampled update has ids too, but no trace behind them, and
+    formatting them on each of its lines was a third of what tracing cost it
+    (benchmarks.tracing_cost)."""
     context = trace.get_current_span().get_span_context()
-    if context.is_valid:
+    if context.is_valid and context.trace_flags.sampled:
         event_dict["trace_id"] = format(context.trace_id, "032x")
         event_dict["span_id"] = format(context.span_id, "016x")
     return event_dict
+
+
+class BotApiTracing(BaseRequestMiddleware):
+    """One CLIENT span per Bot API request, named by its method (`sendMessage`).
+
+    Made here rather than by the aiohttp client instrumentation: the span is built from the
+    method, so no URL (which carries the token) is ever read into it; no trace context is sent to
+    Telegram; and a sampled call costs a third of what that instrumentation's hooks did
+    (docs/observability.md). Innermost on the session: each retry is a span of its own.
+    """
+
+    def __init__(self, tracer: Tracer, server: str) -> None:
+        self._tracer = tracer
+        self._server = server
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        # An unsampled update suppresses instrumentation (bot.middlewares.observer): no span.
+        if not is_instrumentation_enabled():
+            return await make_request(bot, method)
+        api_method = method.__api_method__
+        with self._tracer.start_as_current_span(
+            api_method,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "rpc.system": "telegram",
+                "rpc.method": api_method,
+                "server.address": self._server,
+                "telegram.bot": working_for.get(),
+            },
+            record_exception=False,  # an exception's text is not ours to vouch for
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                return await make_request(bot, method)
+            except Exception as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                raise

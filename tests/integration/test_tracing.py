@@ -24,6 +24,7 @@ from bot.web import create_app
 from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
 from tests.integration.conftest import Harness
 from tests.support.failing import add_failing_handler
+from tests.support.fake_telegram import Scripted
 from tests.support.updates import message_update, start_update, user
 
 MakeHarness = Callable[..., Awaitable[Harness]]
@@ -89,12 +90,11 @@ def redis_commands(spans: list[ReadableSpan]) -> list[str]:
 
 
 def bot_api_calls(spans: list[ReadableSpan]) -> list[ReadableSpan]:
-    return [s for s in spans if s.kind == SpanKind.CLIENT and "/bot" in _url(s)]
-
-
-def _url(span: ReadableSpan) -> str:
-    attributes = span.attributes or {}
-    return str(attributes.get("url.full") or attributes.get("http.url") or "")
+    return [
+        s
+        for s in spans
+        if s.kind == SpanKind.CLIENT and (s.attributes or {}).get("rpc.system") == "telegram"
+    ]
 
 
 async def test_new_user_start_is_one_trace_with_db_cache_and_bot_api_children(
@@ -123,7 +123,44 @@ async def test_new_user_start_is_one_trace_with_db_cache_and_bot_api_children(
     commands = redis_commands(children)
     assert "GET" in commands and "SET" in commands, commands
     [send] = bot_api_calls(children)
-    assert _url(send).endswith("/bot[REDACTED]/sendMessage")
+    assert send.name == "sendMessage"
+    assert dict(send.attributes or {}) == {
+        "rpc.system": "telegram",
+        "rpc.method": "sendMessage",
+        "server.address": "127.0.0.1",
+        "telegram.bot": traced.settings.project_name,
+    }
+    assert send.status.status_code != StatusCode.ERROR
+
+
+async def test_each_bot_api_attempt_is_a_span_and_a_failed_one_says_why(
+    traced: Harness, exporter: InMemorySpanExporter
+) -> None:
+    """RetryMiddleware sits above the span: a 5xx then a success are two sendMessage spans."""
+    traced.telegram.script(
+        "sendMessage",
+        Scripted(status=502, body={"ok": False, "error_code": 502, "description": "Bad Gateway"}),
+    )
+    await traced.feed(start_update(user(uid(), "Retry")))
+    spans = exporter.get_finished_spans()
+    [root] = update_spans(spans)
+    failed, sent = sorted(bot_api_calls(descendants(root, spans)), key=lambda s: s.start_time)
+    assert failed.name == sent.name == "sendMessage"
+    assert failed.status.status_code == StatusCode.ERROR
+    assert failed.attributes["error.type"] == "TelegramServerError"  # type: ignore[index]
+    assert not failed.events  # no exception text: only its type
+    assert sent.status.status_code != StatusCode.ERROR
+    assert "error.type" not in (sent.attributes or {})
+    assert root.attributes["telegram.outcome"] == "handled"  # type: ignore[index]
+
+
+async def test_no_trace_context_is_sent_to_telegram(traced: Harness) -> None:
+    """A trace is ours: Telegram gets no traceparent/tracestate (it would only leak ids)."""
+    await traced.feed(start_update(user(uid(), "Private")))
+    [call] = traced.telegram.calls_to("sendMessage")
+    assert call.headers, "the fake records headers"
+    sent = {name.lower() for name in call.headers}
+    assert not sent & {"traceparent", "tracestate", "baggage"}, sent
 
 
 @pytest.mark.usefixtures("redis_cleanup")
@@ -216,7 +253,7 @@ async def test_a_webhook_delivery_is_one_trace_rooted_at_the_update_and_probes_a
     finally:
         await server.close()
     spans = exporter.get_finished_spans()
-    ours = [s for s in spans if not _url(s) or "/bot" in _url(s)]  # not the test's own requests
+    ours = list(spans)
     [root] = [s for s in ours if s.parent is None]  # probes and scrapes made no trace
     assert root.name == "telegram.update"
     assert root.kind == SpanKind.CONSUMER
@@ -239,11 +276,17 @@ async def test_no_span_or_attribute_contains_the_token(
     assert str(who) not in dump  # no raw user ids either
 
 
+# One stream for every test: configure_logging caches each logger on first use, bound to the
+# stream of that time, so a fresh stream per test would miss the lines of loggers used before.
+_LOG_STREAM = io.StringIO()
+
+
 @pytest.fixture
 def log_stream() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging(level="INFO", fmt="json", stream=stream)
-    yield stream
+    _LOG_STREAM.seek(0)
+    _LOG_STREAM.truncate()
+    configure_logging(level="INFO", fmt="json", stream=_LOG_STREAM)
+    yield _LOG_STREAM
     structlog.reset_defaults()
 
 
@@ -256,3 +299,32 @@ async def test_log_lines_carry_the_trace_and_span_ids(
     [handled] = [line for line in lines if line["event"] == "update_handled"]
     assert handled["trace_id"] == format(root.context.trace_id, "032x")
     assert handled["span_id"] == format(root.context.span_id, "016x")
+
+
+async def test_an_unsampled_update_logs_no_trace_ids(
+    make_harness: MakeHarness,
+    exporter: InMemorySpanExporter,
+    pg_migrated_url: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its ids would lead to a trace that was never recorded."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
+    quiet = await make_harness(span_exporter=exporter, database_url=pg_migrated_url)
+    log_stream: io.StringIO = request.getfixturevalue("log_stream")  # after the harness's own
+    await quiet.feed(start_update(user(uid(), "Quiet")))
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    [handled] = [line for line in lines if line["event"] == "update_handled"]
+    assert "trace_id" not in handled and "span_id" not in handled, handled
+
+
+async def test_pool_checkouts_are_not_spans_statements_are(
+    traced: Harness, exporter: InMemorySpanExporter
+) -> None:
+    """The instrumentor's "connect" span per checkout is taken off (tracing.py says why)."""
+    await traced.feed(start_update(user(uid(), "Pool")))
+    spans = exporter.get_finished_spans()
+    [root] = update_spans(spans)
+    children = descendants(root, spans)
+    assert db_statements(children), "statement spans stay"
+    assert not [s for s in spans if s.name == "connect"], [s.name for s in spans]

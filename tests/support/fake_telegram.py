@@ -30,6 +30,7 @@ class Call:
     at: float = field(default_factory=time.monotonic)
     status: int | None = None  # None while unanswered (or hung up on)
     delivered: bool = False  # the call took effect at "Telegram" (whatever the bot was told)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,7 +103,12 @@ class FakeTelegram:
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         params = await _params(request)
-        call = Call(token=request.match_info["token"], method=method, params=params)
+        call = Call(
+            token=request.match_info["token"],
+            method=method,
+            params=params,
+            headers=dict(request.headers),
+        )
         self.calls.append(call)
         queue = self._scripts.get(method.lower())
         scripted = queue.popleft() if queue else None

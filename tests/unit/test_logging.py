@@ -11,7 +11,6 @@ import pytest
 import structlog
 
 from bot.observability.logging import REDACTED, SecretRedactor, configure_logging
-from bot.observability.tracing import strip_token
 
 TOKEN = "987654321:AAFakeTokenValueThatIsLongEnough_0123456789"
 URL = f"https://api.telegram.org/bot{TOKEN}/sendMessage"
@@ -63,13 +62,3 @@ def test_redactor_catches_unknown_tokens_by_shape() -> None:
     other = "1234567:BBanotherTokenShapedValue_abcdefghijkl"
     assert redactor.redact(f"x {other} y") == f"x {REDACTED} y"
     assert redactor.redact("update 12345678 at 10:30") == "update 12345678 at 10:30"
-
-
-def test_span_urls_lose_the_token_and_keep_the_method() -> None:
-    """The aiohttp client spans' URL attribute (tracing.py): the method stays readable."""
-    assert strip_token(URL) == "https://api.telegram.org/bot[REDACTED]/sendMessage"
-    # A file download's URL carries the token too, under /file/bot<token>/.
-    assert strip_token(f"https://api.telegram.org/file/bot{TOKEN}/photos/1.jpg") == (
-        "https://api.telegram.org/file/bot[REDACTED]/photos/1.jpg"
-    )
-    assert strip_token("http://127.0.0.1:8080/webhook") == "http://127.0.0.1:8080/webhook"
