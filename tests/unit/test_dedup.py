@@ -17,8 +17,9 @@ from aiogram.types import Update
 from sqlalchemy import insert, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
+from structlog.testing import capture_logs
 
-from bot.db.ledger import DONE_TTL_SECONDS, PROCESSING, UpdateLedger, epoch_ms
+from bot.db.ledger import DONE_TTL_SECONDS, PROCESSING, Claim, UpdateLedger, epoch_ms
 from bot.db.models import Base, UpdateClaim
 from bot.db.scope import DataScope
 from bot.errors import UpdateInProgressError
@@ -131,8 +132,32 @@ async def test_a_skipped_duplicate_is_marked_for_the_observer(
     await dedup(handler, UPDATE, {**data, UPDATE_INFO_KEY: first})
     assert first.duplicate is False
     again = UpdateInfo(update_type="message")
-    assert await dedup(handler, UPDATE, {**data, UPDATE_INFO_KEY: again}) is None
+    with capture_logs() as logs:
+        assert await dedup(handler, UPDATE, {**data, UPDATE_INFO_KEY: again}) is None
     assert again.duplicate is True
+    # The line docs/observability.md lists for it.
+    assert "update_duplicate_skipped" in [entry["event"] for entry in logs]
+
+
+async def test_a_failed_done_mark_still_returns_the_result_and_is_logged(
+    scope: DataScope, data: dict[str, Any]
+) -> None:
+    """The update was processed: it is answered all the same, and the warning docs/observability.md
+    lists says why a redelivery may run it again."""
+
+    class NoDoneMark(UpdateLedger):
+        async def done(self, claim: Claim) -> None:
+            raise OperationalError("UPDATE", {}, ConnectionRefusedError())
+
+    async def handler(_event: Any, _data: dict[str, Any]) -> str:
+        return "handled"
+
+    with capture_logs() as logs:
+        assert await middleware(NoDoneMark("sqlite"))(handler, UPDATE, data) == "handled"
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["event"], e.get("error")) for e in warnings] == [
+        ("update_done_mark_failed", "OperationalError")
+    ]
 
 
 async def test_retryable_failure_releases_the_claim_and_the_redelivery_runs(
