@@ -464,6 +464,34 @@ async def test_an_update_over_its_deadline_is_503_and_its_redelivery_is_processe
     h.telegram.script("sendMessage", Scripted(delay=3.0, body=None))  # hangs past the deadline
     update = message_update(user(uid()), "slow")
 
-    assert (await webhook.post(update)).status == 503  # Telegram will redeliver
+    with capture_logs() as logs:
+        assert (await webhook.post(update)).status == 503  # Telegram will redeliver
+    # The warning docs/observability.md lists, naming the update.
+    [line] = [e for e in logs if e["event"] == "update_deadline_exceeded"]
+    assert (line["log_level"], line["update_id"]) == ("warning", update["update_id"])
     assert (await webhook.post(update)).status == 200  # the claim was released: processed
     assert len(h.telegram.calls_to("sendMessage")) == 2
+
+
+async def test_a_bug_past_the_errors_router_is_500_counted_and_logged(
+    webhook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last line of defence: an exception out of the dispatcher itself (aiogram's, not a
+    handler's, which the errors router answers) is a 500 with the traceback in update_crashed
+    (docs/operations.md), counted like every answer."""
+
+    async def broken(*_: object, **__: object) -> None:
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(webhook.harness.app.dp, "feed_update", broken)
+    update = message_update(user(uid()), "hi")
+    before = samples((await webhook.get("/metrics"))[1])
+    with capture_logs() as logs:
+        response = await webhook.post(update)
+    assert response.status == 500
+    after = samples((await webhook.get("/metrics"))[1])
+    requests = "hello_bot_webhook_requests_total"
+    assert total(after, requests, status="500") - total(before, requests, status="500") == 1
+    [line] = [e for e in logs if e["event"] == "update_crashed"]
+    assert (line["log_level"], line["update_id"]) == ("error", update["update_id"])
+    assert line["exc_info"] is True

@@ -17,8 +17,9 @@ from aiogram.types import Update
 from sqlalchemy import insert, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
+from structlog.testing import capture_logs
 
-from bot.db.ledger import DONE_TTL_SECONDS, PROCESSING, UpdateLedger, epoch_ms
+from bot.db.ledger import DONE_TTL_SECONDS, PROCESSING, Claim, UpdateLedger, epoch_ms
 from bot.db.models import Base, UpdateClaim
 from bot.db.scope import DataScope
 from bot.errors import UpdateInProgressError
@@ -65,6 +66,17 @@ async def entry(scope: DataScope, update_id: int = 1, bot_id: int = 11) -> tuple
     return None if row is None else (row[0], row[1] / 1000)
 
 
+async def until_started(task: asyncio.Task[Any], started: asyncio.Event) -> None:
+    """Waits for the handler to start, or fails at once if the middleware ended without it
+    (waiting for the event alone would hang the test on that bug)."""
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if not started.is_set():
+        task.result()  # the middleware's own error, if it raised
+        raise AssertionError("the middleware returned without running the handler")
+
+
 async def seed(scope: DataScope, update_id: int, state: str, expires_in: float) -> None:
     """An entry written as another process would have, without this ledger's own prune."""
     values = {"bot_id": 11, "update_id": update_id, "state": state,
@@ -78,7 +90,8 @@ async def test_the_claim_is_processing_while_the_handler_runs_then_done(
 ) -> None:
     seen: list[tuple[str, float] | None] = []
 
-    async def handler(_event: Any, _data: dict[str, Any]) -> str:
+    async def handler(event: Any, _data: dict[str, Any]) -> str:
+        assert event is UPDATE  # the update itself goes on to the handlers
         seen.append(await entry(scope))
         return "handled"
 
@@ -119,8 +132,32 @@ async def test_a_skipped_duplicate_is_marked_for_the_observer(
     await dedup(handler, UPDATE, {**data, UPDATE_INFO_KEY: first})
     assert first.duplicate is False
     again = UpdateInfo(update_type="message")
-    assert await dedup(handler, UPDATE, {**data, UPDATE_INFO_KEY: again}) is None
+    with capture_logs() as logs:
+        assert await dedup(handler, UPDATE, {**data, UPDATE_INFO_KEY: again}) is None
     assert again.duplicate is True
+    # The line docs/observability.md lists for it.
+    assert "update_duplicate_skipped" in [entry["event"] for entry in logs]
+
+
+async def test_a_failed_done_mark_still_returns_the_result_and_is_logged(
+    scope: DataScope, data: dict[str, Any]
+) -> None:
+    """The update was processed: it is answered all the same, and the warning docs/observability.md
+    lists says why a redelivery may run it again."""
+
+    class NoDoneMark(UpdateLedger):
+        async def done(self, claim: Claim) -> None:
+            raise OperationalError("UPDATE", {}, ConnectionRefusedError())
+
+    async def handler(_event: Any, _data: dict[str, Any]) -> str:
+        return "handled"
+
+    with capture_logs() as logs:
+        assert await middleware(NoDoneMark("sqlite"))(handler, UPDATE, data) == "handled"
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["event"], e.get("error")) for e in warnings] == [
+        ("update_done_mark_failed", "OperationalError")
+    ]
 
 
 async def test_retryable_failure_releases_the_claim_and_the_redelivery_runs(
@@ -169,7 +206,7 @@ async def test_cancellation_releases_the_claim(
         await asyncio.Event().wait()
 
     task = asyncio.create_task(middleware(ledger)(slow, UPDATE, data))
-    await started.wait()
+    await until_started(task, started)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -189,6 +226,34 @@ async def test_a_claim_held_too_long_elsewhere_is_in_progress(
     state = await entry(scope)
     assert state is not None
     assert state[0] == PROCESSING  # still the other worker's
+
+
+class CountingLedger(UpdateLedger):
+    """Counts the state reads a waiting redelivery makes (each one a database round trip)."""
+
+    reads = 0
+
+    async def state(self, scope: DataScope, bot_id: int, update_id: int) -> str | None:
+        self.reads += 1
+        return await super().state(scope, bot_id, update_id)
+
+
+async def test_a_redelivery_waits_between_reads_of_a_claim_held_elsewhere(
+    scope: DataScope, data: dict[str, Any]
+) -> None:
+    """While another worker holds the claim, the wait sleeps between reads, longer each time:
+    a slow update's redeliveries must not hammer the database. Over 1 s the growing interval
+    allows about seven reads; polling without the sleep, or with a shrinking one, makes
+    hundreds."""
+    ledger = CountingLedger("sqlite")
+    assert await ledger.claim(scope, 11, 1, ttl=60) is not None  # another replica's, alive
+
+    async def handler(_event: Any, _data: dict[str, Any]) -> None:
+        raise AssertionError
+
+    with pytest.raises(UpdateInProgressError):
+        await middleware(ledger, wait=1.0)(handler, UPDATE, data)
+    assert 2 <= ledger.reads <= 12
 
 
 async def test_a_crashed_workers_claim_lapses_and_the_redelivery_runs(
@@ -211,8 +276,13 @@ async def test_the_deadline_releases_the_claim_so_the_update_comes_back(
         await asyncio.Event().wait()
 
     dedup = DeduplicationMiddleware(ledger=ledger, deadline=0.05)
+    task = asyncio.create_task(dedup(hangs, UPDATE, data))
+    # Bounded so a deadline that never fires fails here instead of hanging the run.
+    done, _ = await asyncio.wait({task}, timeout=10)
+    task.cancel()
+    assert task in done, "the deadline did not end the handler"
     with pytest.raises(TimeoutError):
-        await dedup(hangs, UPDATE, data)
+        await task
     assert await entry(scope) is None
 
 

@@ -62,3 +62,34 @@ def test_redactor_catches_unknown_tokens_by_shape() -> None:
     other = "1234567:BBanotherTokenShapedValue_abcdefghijkl"
     assert redactor.redact(f"x {other} y") == f"x {REDACTED} y"
     assert redactor.redact("update 12345678 at 10:30") == "update 12345678 at 10:30"
+
+
+def test_a_secret_inside_a_longer_secret_leaves_nothing_of_either() -> None:
+    """Longer secrets go first: replacing "passwd" first would leave "a[REDACTED]1", half of
+    the longer one, in the line. Six characters is the shortest secret redacted."""
+    redactor = SecretRedactor(["passwd", "apasswd1", "short"])
+    assert redactor.redact("x apasswd1 y passwd z") == f"x {REDACTED} y {REDACTED} z"
+    assert redactor.redact("a short word") == "a short word"  # too common a string to hide
+
+
+def test_fields_of_every_shape_are_scrubbed_and_keep_the_rest() -> None:
+    """Nested dicts, lists, tuples, exceptions and bytes: the token goes, the rest stays."""
+    redactor = SecretRedactor()
+    event = {
+        "event": "bot_api_failed",
+        "request": {"url": URL, "attempt": 2},
+        "urls": [URL, "https://example.org/"],
+        "pair": (URL, 3),
+        "error": ValueError(f"refused {URL}"),
+        "body": f"token={TOKEN}".encode(),
+    }
+    api = f"https://api.telegram.org/bot{REDACTED}/sendMessage"
+    assert redactor(None, "info", event) == {
+        "event": "bot_api_failed",
+        "request": {"url": api, "attempt": 2},
+        "urls": [api, "https://example.org/"],
+        "pair": (api, 3),
+        "error": f"refused {api}",
+        "body": f"b'token={REDACTED}'",
+    }
+

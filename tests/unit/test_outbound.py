@@ -18,6 +18,8 @@ from aiogram.exceptions import (
 )
 from aiogram.methods import GetChat, GetMe, Response, SendMessage
 from aiogram.types import Update
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from bot.deadline import DeadlineMiddleware, pause_allowance
 from bot.errors import PacingBacklogError
@@ -28,6 +30,7 @@ from bot.outbound import (
     pin_response_models,
 )
 from bot.retry_policy import is_retryable
+from bot.tenant import working_for
 
 BOT = Bot("42:TEST-token-for-unit-tests")
 SEND = SendMessage(chat_id=1, text="hi")
@@ -50,14 +53,17 @@ def failing(*errors: Exception) -> Any:
     """A make_request that raises the given errors in turn, then succeeds."""
     queue = list(errors)
     calls: list[object] = []
+    bots: list[Bot] = []
 
-    async def make_request(_bot: Bot, method: object) -> str:
+    async def make_request(bot: Bot, method: object) -> str:
         calls.append(method)
+        bots.append(bot)
         if queue:
             raise queue.pop(0)
         return "ok"
 
     make_request.calls = calls  # type: ignore[attr-defined]
+    make_request.bots = bots  # type: ignore[attr-defined]
     return make_request
 
 
@@ -87,6 +93,53 @@ async def test_refusals_are_never_retried(error: Exception) -> None:
         await RetryMiddleware(sleep=time.sleep)(request, BOT, SEND)
     assert len(request.calls) == 1
     assert time.slept == []
+
+
+def calls_of(bot: str, metric: str, **labels: str) -> float:
+    name = f"hello_bot_bot_api_{metric}_total"
+    return REGISTRY.get_sample_value(name, {"bot": bot, "method": "SendMessage", **labels}) or 0
+
+
+async def test_each_call_is_counted_and_logged_by_bot_method_and_outcome() -> None:
+    """What docs/observability.md promises per Bot API call: requests by outcome, retries by
+    reason, and the retry / gave-up / refused lines with the method and the reason."""
+    time = FakeTime()
+    bot = "outbound-metrics"
+    counted = [("requests", "outcome", o) for o in ("ok", "retried", "error")]
+    counted += [("retries", "reason", r) for r in ("server_error", "network")]
+    before = {c: calls_of(bot, c[0], **{c[1]: c[2]}) for c in counted}
+    token = working_for.set(bot)
+    try:
+        with capture_logs() as logs:
+            ok = failing()
+            await RetryMiddleware(sleep=time.sleep)(ok, BOT, SEND)
+            await RetryMiddleware(sleep=time.sleep)(ok, BOT, SEND)
+            retried = failing(TelegramServerError(SEND, "502"))
+            await RetryMiddleware(sleep=time.sleep)(retried, BOT, SEND)
+            gave_up = failing(*[TelegramNetworkError(SEND, "reset")] * 3)
+            with pytest.raises(TelegramNetworkError):
+                await RetryMiddleware(sleep=time.sleep, max_attempts=2)(gave_up, BOT, SEND)
+            refused = failing(TelegramForbiddenError(SEND, "blocked"))
+            with pytest.raises(TelegramForbiddenError):
+                await RetryMiddleware(sleep=time.sleep)(refused, BOT, SEND)
+    finally:
+        working_for.reset(token)
+    # The request reaches Telegram as it was made, for the bot that made it.
+    for request in (ok, retried, gave_up, refused):
+        assert all(call is SEND for call in request.calls)
+        assert all(bot is BOT for bot in request.bots)
+    grew = {c: calls_of(bot, c[0], **{c[1]: c[2]}) - before[c] for c in counted}
+    assert list(grew.values()) == [2, 1, 2, 1, 1]  # ok, retried, error (gave up, refused)
+    lines = [(e["event"], {k: v for k, v in e.items() if k not in ("event", "log_level")})
+             for e in logs]  # fmt: skip
+    assert lines == [
+        ("bot_api_retry", {"method": "SendMessage", "reason": "server_error", "attempt": 1,
+                           "delay": time.slept[0]}),
+        ("bot_api_retry", {"method": "SendMessage", "reason": "network", "attempt": 1,
+                           "delay": time.slept[1]}),
+        ("bot_api_gave_up", {"method": "SendMessage", "reason": "network", "attempts": 2}),
+        ("bot_api_refused", {"method": "SendMessage", "error": "TelegramForbiddenError"}),
+    ]  # fmt: skip
 
 
 async def test_attempts_are_bounded() -> None:
