@@ -92,4 +92,3 @@ def test_fields_of_every_shape_are_scrubbed_and_keep_the_rest() -> None:
         "error": f"refused {api}",
         "body": f"b'token={REDACTED}'",
     }
-
