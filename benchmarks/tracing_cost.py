@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
-import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 
+from benchmarks.callgrind import Callgrind, require_valgrind
 from benchmarks.harness import (
     CHART_POOL,
     REDIS_URL,
@@ -62,8 +59,8 @@ async def instructions_per_update(
     port = free_port()
     env = serve_env(api, database_url, port, ratio=ratio, pool=CHART_POOL)
     env["OTEL_BSP_SCHEDULE_DELAY"] = str(int(EXPORT_DELAY_SECONDS * 1000))
-    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-    child = Child(["-m", "bot", "serve"], env, prefix=valgrind)
+    callgrind = Callgrind(out, host=env["HOST"])
+    child = Child(["-m", "bot", "serve"], env, prefix=callgrind.prefix())
     async with drop_keys_after(REDIS_URL, env["PROJECT_NAME"]), running(child):
         await child.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=600)
         url = f"http://127.0.0.1:{port}/webhook"
@@ -71,33 +68,21 @@ async def instructions_per_update(
         # batch of spans (lazy imports and first-call costs stay out of the count).
         await drive(url, start_updates(first_id, _users(USERS)), concurrency=32, secret=SECRET)
         await asyncio.sleep(EXPORT_SETTLE_SECONDS)
-        assert child.process is not None
-        # vgdb finds the process by a name valgrind built from $HOST, which serve's env sets.
-        control = {**os.environ, "HOST": env["HOST"]}
-        pid = str(child.process.pid)
         traced_before = await traced_so_far(api)
-        subprocess.run(
-            ["callgrind_control", "-i", "on", pid], env=control, check=True, capture_output=True
-        )
-        await drive(
-            url, start_updates(first_id + 100_000, _users(updates)), concurrency=32, secret=SECRET
-        )
-        await asyncio.sleep(EXPORT_SETTLE_SECONDS)
-        subprocess.run(
-            ["callgrind_control", "-i", "off", pid], env=control, check=True, capture_output=True
-        )
+        async with callgrind.counting(child, "measured"):
+            await drive(
+                url,
+                start_updates(first_id + 100_000, _users(updates)),
+                concurrency=32,
+                secret=SECRET,
+            )
+            await asyncio.sleep(EXPORT_SETTLE_SECONDS)
         traced = await traced_so_far(api) - traced_before
-    # callgrind writes its file when the process exits (serve's SIGTERM shutdown).
-    totals = re.search(r"^totals: (\d+)", out.read_text(), re.MULTILINE)
-    if totals is None or int(totals.group(1)) == 0:
-        msg = f"callgrind counted nothing in {out}: was collection switched on?"
-        raise RuntimeError(msg)
-    return int(totals.group(1)) / updates, traced
+    return callgrind.dumped()["measured"] / updates, traced
 
 
 async def main(updates: int, ratios: list[float], keep: Path | None) -> None:
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        raise SystemExit("valgrind (with callgrind_control) is needed: apt-get install valgrind")
+    require_valgrind()
     api_port = free_port()
     api = f"http://127.0.0.1:{api_port}"
     name, database_url = await create_database()
