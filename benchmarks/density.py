@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,13 @@ def new_starts(url: str, bot: BotFile, count: int) -> list[Post]:
     return posts(url, bot.secret, start_updates(_take_ids(count), users))
 
 
+def spread_over(url: Callable[[BotFile], str], bots: list[BotFile], per_bot: int) -> list[Post]:
+    """New users' /start to every bot, interleaved as many bots' traffic arrives (not bot
+    after bot)."""
+    lists = [new_starts(url(bot), bot, per_bot) for bot in bots]
+    return [post for group in zip(*lists, strict=True) for post in group]
+
+
 def _take_ids(count: int) -> int:
     """The first of `count` fresh update ids (unique per run, so dedup never skips one)."""
     first = next(_update_ids)
@@ -114,6 +122,7 @@ class Run:
     """What every process of the run shares."""
 
     api: str
+    database: str
     database_url: str
     project: str
     workdir: Path
@@ -227,9 +236,7 @@ async def throughput(
         return new_starts(url(bots[0]), bots[0], count)
 
     def spread(per_bot: int) -> list[Post]:
-        # Interleaved, as many bots' traffic arrives: not bot after bot.
-        lists = [new_starts(url(bot), bot, per_bot) for bot in bots]
-        return [p for group in zip(*lists, strict=True) for p in group]
+        return spread_over(url, bots, per_bot)
 
     per_round = share * len(bots)
     # Warm-up: pools, caches and each bot's first statements; not measured.
@@ -364,12 +371,63 @@ async def measure(sizes: Sizes) -> Results:
     started = time.perf_counter()
     bots = fleet(max(*sizes.bots, sizes.spread_bots, sizes.quiet_bots + 1))
     busy_bots = bots[: max(sizes.spread_bots, sizes.quiet_bots + 1)]
+    async with prepared("density", bots) as (run, stack):
+        # Started together: each start is mostly imports (~20 s of a loaded machine's
+        # CPU), and RSS does not depend on what the neighbours do meanwhile.
+        hosts = {
+            n: await launch(stack, run, bots[:n], single=False, flood_control=True)
+            for n in sizes.bots
+        }
+        serve = await launch(stack, run, bots[:1], single=True, flood_control=True)
+        busy = await launch(stack, run, busy_bots, single=False, flood_control=False)
+        busy.label += " (flood control off)"
+        async with asyncio.TaskGroup() as group:
+            for served in (*hosts.values(), serve, busy):
+                group.create_task(served.ready())
+        # One process at a time from here: the others are idle or stopped.
+        upb = sizes.updates_per_bot
+        memory = {n: await memory_after_traffic(run, hosts[n], bots[:n], upb) for n in sizes.bots}
+        serve_memory = await memory_after_traffic(run, serve, bots[:1], upb)
+        progress(f"throughput, {busy.label}")
+        rates = await throughput(
+            run, busy.url, busy_bots[: sizes.spread_bots], sizes.throughput_updates,
+            sizes.rounds,
+        )  # fmt: skip
+        progress(f"fairness, {busy.label}")
+        fair = await fairness(
+            run, busy.url, busy_bots[0], busy_bots[1 : sizes.quiet_bots + 1],
+            rate=sizes.quiet_rate, seconds=sizes.quiet_seconds, rounds=sizes.rounds,
+        )  # fmt: skip
+        # What a memory limit must hold under load, beside the figures after light use.
+        loaded = Memory(busy.child.rss(), busy.child.peak_rss)
+    seconds = time.perf_counter() - started
+    return Results(
+        sizes,
+        memory,
+        serve_memory,
+        loaded,
+        rates,
+        fair,
+        run.non_200,
+        seconds,
+        run.database,
+        run.project,
+    )
+
+
+@contextlib.asynccontextmanager
+async def prepared(kind: str, bots: list[BotFile]) -> AsyncIterator[tuple[Run, AsyncExitStack]]:
+    """A run of its own: a database (dropped after, with the bots' roles the host made) with
+    every bot's schema migrated, a PROJECT_NAME (its Redis keys dropped after), and the fake
+    Bot API; what the caller starts in the stack stops first."""
     api_port = free_port()
-    name, database_url = await create_database("hb_density")
-    project = f"density-{uuid.uuid4().hex[:8]}"
+    database, database_url = await create_database(f"hb_{kind}")
+    project = f"{kind}-{uuid.uuid4().hex[:8]}"
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            run = Run(f"http://127.0.0.1:{api_port}", database_url, project, Path(workdir))
+            run = Run(
+                f"http://127.0.0.1:{api_port}", database, database_url, project, Path(workdir)
+            )
             async with (
                 drop_keys_after(REDIS_URL, project),
                 running(Child(["-m", "benchmarks.fake_api", "--port", str(api_port)])) as fake,
@@ -378,42 +436,9 @@ async def measure(sizes: Sizes) -> Results:
                 await fake.wait_http(f"{run.api}/stats")
                 progress("migrate")
                 await migrate(run, bots)
-                # Started together: each start is mostly imports (~20 s of a loaded machine's
-                # CPU), and RSS does not depend on what the neighbours do meanwhile.
-                hosts = {
-                    n: await launch(stack, run, bots[:n], single=False, flood_control=True)
-                    for n in sizes.bots
-                }
-                serve = await launch(stack, run, bots[:1], single=True, flood_control=True)
-                busy = await launch(stack, run, busy_bots, single=False, flood_control=False)
-                busy.label += " (flood control off)"
-                async with asyncio.TaskGroup() as group:
-                    for served in (*hosts.values(), serve, busy):
-                        group.create_task(served.ready())
-                # One process at a time from here: the others are idle or stopped.
-                upb = sizes.updates_per_bot
-                memory = {
-                    n: await memory_after_traffic(run, hosts[n], bots[:n], upb) for n in sizes.bots
-                }
-                serve_memory = await memory_after_traffic(run, serve, bots[:1], upb)
-                progress(f"throughput, {busy.label}")
-                rates = await throughput(
-                    run, busy.url, busy_bots[: sizes.spread_bots], sizes.throughput_updates,
-                    sizes.rounds,
-                )  # fmt: skip
-                progress(f"fairness, {busy.label}")
-                fair = await fairness(
-                    run, busy.url, busy_bots[0], busy_bots[1 : sizes.quiet_bots + 1],
-                    rate=sizes.quiet_rate, seconds=sizes.quiet_seconds, rounds=sizes.rounds,
-                )  # fmt: skip
-                # What a memory limit must hold under load, beside the figures after light use.
-                loaded = Memory(busy.child.rss(), busy.child.peak_rss)
+                yield run, stack
     finally:
-        await drop_database(name)
-    seconds = time.perf_counter() - started
-    return Results(
-        sizes, memory, serve_memory, loaded, rates, fair, run.non_200, seconds, name, project
-    )
+        await drop_database(database)
 
 
 async def migrate(run: Run, bots: list[BotFile]) -> None:

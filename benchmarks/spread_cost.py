@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-import uuid
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 from benchmarks.callgrind import Callgrind, require_valgrind
@@ -25,20 +23,16 @@ from benchmarks.density import (
     IN_FLIGHT_CAP,
     MIN_SPREAD_RATIO,
     BotFile,
-    Run,
     Served,
     fleet,
-    migrate,
     new_starts,
+    prepared,
+    spread_over,
 )
 from benchmarks.harness import (
-    REDIS_URL,
     Child,
     Post,
-    create_database,
     drive_posts,
-    drop_database,
-    drop_keys_after,
     free_port,
     running,
     table,
@@ -50,56 +44,36 @@ def one_bot(served: Served, bots: list[BotFile], count: int) -> list[Post]:
     return new_starts(served.url(bots[0]), bots[0], count)
 
 
-def spread(served: Served, bots: list[BotFile], per_bot: int) -> list[Post]:
-    # Interleaved, as many bots' traffic arrives: not bot after bot.
-    lists = [new_starts(served.url(bot), bot, per_bot) for bot in bots]
-    return [post for group in zip(*lists, strict=True) for post in group]
-
-
 async def measure(bot_count: int, updates: int, rounds: int, out: Path) -> dict[str, int]:
     """Instructions per phase label (`1 bot, round 1`, `spread, round 1`, ...)."""
     bots = fleet(bot_count)
     per_bot = max(1, updates // bot_count)
-    api_port = free_port()
-    name, database_url = await create_database("hb_spread")
-    project = f"spread-{uuid.uuid4().hex[:8]}"
-    try:
-        with tempfile.TemporaryDirectory() as workdir:
-            run = Run(f"http://127.0.0.1:{api_port}", database_url, project, Path(workdir))
-            async with (
-                drop_keys_after(REDIS_URL, project),
-                running(Child(["-m", "benchmarks.fake_api", "--port", str(api_port)])) as fake,
-                AsyncExitStack() as stack,
-            ):
-                await fake.wait_http(f"{run.api}/stats")
-                await migrate(run, bots)
-                port = free_port()
-                env = run.env(port, flood_control=False) | {"BOTS_DIR": str(run.bots_dir(bots))}
-                callgrind = Callgrind(out, host=env["HOST"])
-                child = Child(["-m", "bot", "host"], env, prefix=callgrind.prefix())
-                await stack.enter_async_context(running(child))
-                await child.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=1200)
-                served = Served("host", child, port)
-                # Warm-up: each bot's pools, caches and first statements; not counted.
-                await drive_posts(spread(served, bots, 1), concurrency=IN_FLIGHT_CAP)
-                await drive_posts(one_bot(served, bots, bot_count), concurrency=IN_FLIGHT_CAP)
-                for n in range(1, rounds + 1):
-                    for label in ("1 bot", "spread"):
-                        # The host shares its budget among the bots active in the last window.
-                        await asyncio.sleep(ACTIVE_WINDOW_SECONDS)
-                        load = (
-                            one_bot(served, bots, per_bot * bot_count)
-                            if label == "1 bot"
-                            else spread(served, bots, per_bot)
-                        )
-                        async with callgrind.counting(child, f"{label}, round {n}"):
-                            result = await drive_posts(load, concurrency=IN_FLIGHT_CAP)
-                        if bad := sum(c for s, c in result.statuses.items() if s != 200):
-                            msg = f"{label}, round {n}: {bad} answers were not 200"
-                            raise RuntimeError(msg)
-                return callgrind.dumped()
-    finally:
-        await drop_database(name)
+    async with prepared("spread", bots) as (run, stack):
+        port = free_port()
+        env = run.env(port, flood_control=False) | {"BOTS_DIR": str(run.bots_dir(bots))}
+        callgrind = Callgrind(out, host=env["HOST"])
+        child = Child(["-m", "bot", "host"], env, prefix=callgrind.prefix())
+        await stack.enter_async_context(running(child))
+        await child.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=1200)
+        served = Served("host", child, port)
+        # Warm-up: each bot's pools, caches and first statements; not counted.
+        await drive_posts(spread_over(served.url, bots, 1), concurrency=IN_FLIGHT_CAP)
+        await drive_posts(one_bot(served, bots, bot_count), concurrency=IN_FLIGHT_CAP)
+        for n in range(1, rounds + 1):
+            for label in ("1 bot", "spread"):
+                # The host shares its budget among the bots active in the last window.
+                await asyncio.sleep(ACTIVE_WINDOW_SECONDS)
+                load = (
+                    one_bot(served, bots, per_bot * bot_count)
+                    if label == "1 bot"
+                    else spread_over(served.url, bots, per_bot)
+                )
+                async with callgrind.counting(child, f"{label}, round {n}"):
+                    result = await drive_posts(load, concurrency=IN_FLIGHT_CAP)
+                if bad := sum(c for s, c in result.statuses.items() if s != 200):
+                    msg = f"{label}, round {n}: {bad} answers were not 200"
+                    raise RuntimeError(msg)
+        return callgrind.dumped()
 
 
 def report(bot_count: int, updates: int, counts: dict[str, int]) -> str:
