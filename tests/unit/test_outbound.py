@@ -16,7 +16,14 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.methods import GetChat, GetMe, Response, SendMessage
+from aiogram.methods import (
+    CopyMessage,
+    ForwardMessage,
+    GetChat,
+    GetMe,
+    Response,
+    SendMessage,
+)
 from aiogram.types import Update
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
@@ -81,6 +88,18 @@ async def test_server_and_network_errors_back_off_and_recover() -> None:
     assert len(time.slept) == 2
     assert 0.1 <= time.slept[0] <= 0.3
     assert 0.2 <= time.slept[1] <= 0.6  # doubled, with jitter
+
+
+async def test_backoff_doubles_per_attempt_times_a_jitter_of_half_to_one_and_a_half(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The jitter spreads retries of many updates over [0.5, 1.5) of the doubled delay."""
+    draws = iter([0.0, 0.5, 1.0])  # random.random(): the jitter's low end, middle, high end
+    monkeypatch.setattr("bot.outbound.random.random", lambda: next(draws))
+    time = FakeTime()
+    request = failing(*[TelegramServerError(SEND, "502")] * 3)
+    assert await RetryMiddleware(sleep=time.sleep, base_delay=0.2)(request, BOT, SEND) == "ok"
+    assert time.slept == pytest.approx([0.2 * 0.5, 0.4 * 1.0, 0.8 * 1.5])
 
 
 @pytest.mark.parametrize(
@@ -158,12 +177,51 @@ async def test_total_wait_is_bounded() -> None:
     assert time.slept == []  # giving up at once beats sleeping past the update's deadline
 
 
+async def test_retries_stop_when_their_summed_waits_would_pass_max_total_wait() -> None:
+    """Each wait fits on its own; the bound is on their sum, and waits summing to exactly
+    max_total_wait are all taken."""
+    time = FakeTime()
+    request = failing(*[TelegramRetryAfter(SEND, "flood", retry_after=5)] * 3)
+    retry = RetryMiddleware(sleep=time.sleep, max_attempts=10, max_total_wait=10)
+    with pytest.raises(TelegramRetryAfter):
+        await retry(request, BOT, SEND)
+    assert time.slept == [5.0, 5.0]  # a third 5 s would make 15 s
+    assert len(request.calls) == 3
+
+
+async def test_a_server_errors_backoff_counts_against_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unlike a 429's retry_after, a backoff after a 5xx is not Telegram's pacing: an update
+    retrying a failing Telegram is cut off at its deadline (0.3 s, here during a 0.4 s backoff)
+    and redelivered, although the pause allowance would have room for the wait."""
+    monkeypatch.setattr("bot.outbound.random.random", lambda: 0.5)  # jitter factor 1
+    request = failing(TelegramServerError(SEND, "502"))
+
+    async def handler(_event: Any, _data: dict[str, Any]) -> str:
+        return await RetryMiddleware(base_delay=0.4)(request, BOT, SEND)
+
+    with pytest.raises(TimeoutError):
+        await DeadlineMiddleware(0.3)(handler, Update(update_id=1), {})
+    assert len(request.calls) == 1
+
+
 def test_token_bucket_allows_a_burst_then_paces() -> None:
     time = FakeTime()
     bucket = TokenBucket(rate=1.0, burst=3, clock=time.clock)
     assert [bucket.reserve() for _ in range(5)] == [0.0, 0.0, 0.0, 1.0, 2.0]
     time.now = 10.0
     assert bucket.reserve() == 0.0  # refilled (to the burst, not beyond)
+
+
+def test_token_bucket_refills_rate_tokens_a_second_and_a_whole_token_goes_at_once() -> None:
+    time = FakeTime()
+    time.now = 100.0
+    bucket = TokenBucket(rate=2.0, burst=2, clock=time.clock)
+    assert [bucket.reserve(), bucket.reserve()] == [0.0, 0.0]  # the burst, spent
+    time.now = 100.75  # 1.5 tokens back at 2/s
+    assert bucket.reserve() == 0.0  # a whole token was there; half a token is left
+    assert bucket.reserve() == 0.25  # the missing half token takes 0.25 s at 2/s
 
 
 def test_flood_control_paces_per_chat_and_globally() -> None:
@@ -190,6 +248,29 @@ def test_chat_buckets_are_bounded() -> None:
     assert len(flood.limiter(0)._chats) == 100
 
 
+def test_the_least_recently_used_chats_bucket_is_forgotten_first() -> None:
+    """Past max_chats, the chat that has waited longest since its last message loses its
+    bucket (it has refilled the most); chats still being answered keep their pacing."""
+    flood = FloodControlMiddleware(
+        global_rate=0, chat_rate=1, chat_burst=1, max_chats=2, clock=FakeTime().clock
+    )
+    assert [flood.delay_for(chat) for chat in (1, 2, 1)] == [0.0, 0.0, 1.0]
+    assert flood.delay_for(3) == 0.0  # a third chat: chat 2, used least recently, is forgotten
+    assert flood.delay_for(3) == 1.0  # the newest chat kept its bucket
+    assert flood.delay_for(1) == 2.0  # and so did the busy one
+    assert flood.delay_for(2) == 0.0  # a fresh bucket
+
+
+async def test_pacing_off_never_waits() -> None:
+    """TELEGRAM_RATE_LIMIT=0 and TELEGRAM_CHAT_RATE_LIMIT=0 turn flood control off."""
+    time = FakeTime()
+    flood = FloodControlMiddleware(global_rate=0, chat_rate=0, clock=time.clock, sleep=time.sleep)
+    request = failing()
+    for _ in range(5):
+        assert await flood(request, BOT, SEND) == "ok"
+    assert time.slept == []
+
+
 async def test_each_bot_of_a_shared_session_has_its_own_budget() -> None:
     """Telegram limits per token: one bot's burst must not delay another bot's replies."""
     time = FakeTime()
@@ -207,12 +288,35 @@ async def test_only_calls_that_post_into_a_chat_are_paced() -> None:
     time = FakeTime()
     flood = FloodControlMiddleware(chat_rate=1, chat_burst=1, clock=time.clock, sleep=time.sleep)
     request = failing()
-    for _ in range(3):
-        await flood(request, BOT, GetMe())
+    for method in (GetMe(), GetChat(chat_id=1)):  # no chat, or a read of one
+        for _ in range(3):
+            await flood(request, BOT, method)
     assert time.slept == []
     for _ in range(3):
         await flood(request, BOT, SEND)
     assert time.slept == [1.0, 1.0]  # sequential sends: one per second after the burst
+    # Each call is passed on as it was made, for the bot that made it.
+    assert all(bot is BOT for bot in request.bots)
+    assert request.calls[-1] is SEND
+
+
+@pytest.mark.parametrize(
+    "post",
+    [
+        ForwardMessage(chat_id=1, from_chat_id=2, message_id=3),
+        CopyMessage(chat_id=1, from_chat_id=2, message_id=3),
+    ],
+    ids=lambda method: type(method).__name__,
+)
+async def test_a_chat_forwarded_or_copied_to_is_paced_like_one_sent_to(post: Any) -> None:
+    time = FakeTime()
+    flood = FloodControlMiddleware(chat_rate=1, chat_burst=1, clock=time.clock, sleep=time.sleep)
+    request = failing()
+    for _ in range(3):
+        await flood(request, BOT, post)
+    assert time.slept == [1.0, 1.0]
+    await flood(request, BOT, SEND)  # and shares that chat's budget with its sends
+    assert time.slept == [1.0, 1.0, 1.0]
 
 
 def test_response_models_stay_cached_across_garbage_collections() -> None:
@@ -275,6 +379,34 @@ async def test_a_wait_past_the_budget_is_refused_up_front() -> None:
     assert is_retryable(refused.value)
     assert time.slept == []
     assert flood.delay_for(SEND.chat_id, bot_id=BOT.id) == 4.0  # the refused slot came back
+
+
+async def test_paced_waits_and_refusals_are_counted_for_the_bot_that_waits() -> None:
+    """docs/observability.md: hello_bot_bot_api_throttle_seconds and
+    hello_bot_bot_api_pacing_refused_total, by bot."""
+    bot = "outbound-pacing-metrics"
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(f"hello_bot_bot_api_{name}", {"bot": bot}) or 0
+
+    counted = ("throttle_seconds_count", "throttle_seconds_sum", "pacing_refused_total")
+    before = [sample(name) for name in counted]
+    time = FakeTime()
+    flood = FloodControlMiddleware(
+        global_rate=0, chat_rate=1, chat_burst=1, clock=time.clock, sleep=time.sleep
+    )
+    token = working_for.set(bot)
+    try:
+        await flood(failing(), BOT, SEND)  # the burst: not a wait
+        await flood(failing(), BOT, SEND)  # waits 1 s
+        for _ in range(3):
+            flood.delay_for(SEND.chat_id, bot_id=BOT.id)  # 4 s of replies queued
+        with pytest.raises(PacingBacklogError):
+            await _paced_reply(flood, 1.5)  # budget 3 s
+    finally:
+        working_for.reset(token)
+    grew = [sample(name) - was for name, was in zip(counted, before, strict=True)]
+    assert grew == [1, 1.0, 1]  # one wait, of 1 s; one refusal
 
 
 def test_the_allowance_keeps_a_webhook_answer_under_telegrams_timeout() -> None:
