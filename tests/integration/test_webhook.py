@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -119,6 +120,33 @@ async def test_wrong_or_missing_secret_is_401_and_nothing_is_processed(
     who = uid()
     response = await webhook.post(start_update(user(who)), secret=secret)
     assert response.status == 401
+    assert webhook.harness.telegram.calls == []
+    assert await webhook.harness.count_users(who) == 0
+
+
+async def test_a_secret_header_of_non_utf8_bytes_is_401_not_a_crash(
+    webhook: Webhook, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone can send any bytes: aiohttp decodes a header with surrogateescape, and the secret
+    check must refuse those like any other wrong secret. aiohttp's client only sends str headers
+    (as UTF-8), so the request is written by hand."""
+    who = uid()
+    body = json.dumps(start_update(user(who))).encode()
+    host, port = webhook.base.removeprefix("http://").split(":")
+    request = (
+        b"POST /webhook HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n"
+        b"X-Telegram-Bot-Api-Secret-Token: s\xe9cret-\xff\xfe\r\n\r\n%s"
+    ) % (host.encode(), len(body), body)
+    with capture_logs() as logs:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request)
+        answer = await reader.read()  # the whole answer: the server closes the connection
+        writer.close()
+        await writer.wait_closed()
+    assert answer.split(b"\r\n", 1)[0] == b"HTTP/1.1 401 Unauthorized"
+    assert [e for e in logs if e["log_level"] in {"error", "critical"}] == []
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert webhook.harness.telegram.calls == []
     assert await webhook.harness.count_users(who) == 0
 
