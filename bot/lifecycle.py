@@ -27,7 +27,7 @@ def settle_heap() -> None:
     # The youngest generation is collected after 700 net allocations by default: several times
     # per update with 32 in flight, each time promoting the in-flight updates' objects a
     # generation up, where the older collections scan them again. At 10,000 an update's
-    # objects are mostly freed by reference counting before any collection sees them: 1.8% of
+    # objects are mostly freed by reference counting before any collection sees them: 1.6% of
     # an update's instructions, 3% of a traced one's (benchmarks.tracing_cost). Cyclic garbage
     # waits a little longer: at most that many objects, a few MiB.
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
