@@ -44,13 +44,19 @@ def create_app() -> web.Application:
         counts["otlp_bytes"] = counts.get("otlp_bytes", 0) + len(body)
         # Root spans are traces: how many updates a sampled run really traced.
         export = ExportTraceServiceRequest.FromString(body)
-        roots = sum(
-            not span.parent_span_id
+        spans = [
+            span
             for resource in export.resource_spans
             for scope in resource.scope_spans
             for span in scope.spans
-        )
+        ]
+        roots = sum(not span.parent_span_id for span in spans)
         counts["otlp_traces"] = counts.get("otlp_traces", 0) + roots
+        counts["otlp_spans"] = counts.get("otlp_spans", 0) + len(spans)
+        # By name ("span:sendMessage"): what a traced update is made of.
+        for span in spans:
+            key = f"span:{span.name}"
+            counts[key] = counts.get(key, 0) + 1
         return web.Response(status=200, content_type="application/x-protobuf")
 
     async def stats(_request: web.Request) -> web.Response:

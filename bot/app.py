@@ -32,7 +32,7 @@ from bot.middlewares.dedup import DeduplicationMiddleware
 from bot.middlewares.locale import LocaleMiddleware
 from bot.middlewares.observer import HandlerNameMiddleware, UpdateObserverMiddleware
 from bot.middlewares.session import SessionMiddleware
-from bot.observability.tracing import BotApiTracing, start_tracing
+from bot.observability.tracing import BotApiTracing, RedisSpans, start_tracing
 from bot.outbound import FloodControlMiddleware, RetryMiddleware, pin_response_models
 from bot.services.users import UserService
 from bot.tenant import Tenant
@@ -63,12 +63,14 @@ async def open_resources(
     if redis_url := settings.redis_url.get_secret_value():
         redis = create_redis(redis_url)
         stack.push_async_callback(redis.aclose)
-    provider = await start_tracing(
-        settings, stack, engine=engine, redis=redis, exporter=span_exporter
-    )
+    provider = await start_tracing(settings, stack, engine=engine, exporter=span_exporter)
+    spans = None
+    if provider is not None and redis is not None:
+        server = str(redis.connection_pool.connection_kwargs.get("host", ""))
+        spans = RedisSpans(trace.get_tracer("bot", tracer_provider=provider), server)
     return Resources(
         engine=engine,
-        cache=Cache(redis=redis),
+        cache=Cache(redis=redis, spans=spans),
         tracer_provider=provider,
     )
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 from redis.asyncio import Redis
@@ -17,7 +18,12 @@ from redis.exceptions import RedisError
 
 from bot.observability.metrics import CACHE_REQUESTS
 
+if TYPE_CHECKING:
+    from bot.observability.tracing import RedisSpans
+
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 # After a Redis failure, skip Redis for this long instead of paying a timeout on every call.
 REDIS_RETRY_AFTER_SECONDS = 5.0
@@ -75,8 +81,10 @@ class Cache:
         redis: Redis | None = None,
         memory: MemoryStore | None = None,
         clock: Callable[[], float] = time.monotonic,
+        spans: RedisSpans | None = None,
     ) -> None:
         self.redis = redis
+        self._spans = spans
         self.memory = memory or MemoryStore()
         self._clock = clock
         self._redis_down_until = 0.0
@@ -88,7 +96,7 @@ class Cache:
     async def get(self, key: str) -> str | None:
         if self.redis_available:
             try:
-                raw = await self.redis.get(key)  # type: ignore[union-attr]
+                raw = await self._traced("GET", self.redis.get(key))  # type: ignore[union-attr]
             except (RedisError, OSError) as exc:
                 self._redis_failed("get", exc)
             else:
@@ -105,7 +113,7 @@ class Cache:
         self.memory.set(key, value, ttl)
         if self.redis_available:
             try:
-                await self.redis.set(key, value, px=int(ttl * 1000))  # type: ignore[union-attr]
+                await self._traced("SET", self.redis.set(key, value, px=int(ttl * 1000)))  # type: ignore[union-attr]
             except (RedisError, OSError) as exc:
                 self._redis_failed("set", exc)
 
@@ -118,9 +126,15 @@ class Cache:
         known, known_ttl = self.memory.get(key), self.memory.expires_in(key)
         if self.redis_available:
             try:
-                claimed = await self.redis.set(key, value, px=int(ttl * 1000), nx=True)  # type: ignore[union-attr]
+                claimed = await self._traced(
+                    "SET",
+                    self.redis.set(key, value, px=int(ttl * 1000), nx=True),  # type: ignore[union-attr]
+                )
                 if claimed and known is not None and known_ttl is not None:
-                    await self.redis.set(key, known, px=max(1, int(known_ttl * 1000)))  # type: ignore[union-attr]
+                    await self._traced(
+                        "SET",
+                        self.redis.set(key, known, px=max(1, int(known_ttl * 1000))),  # type: ignore[union-attr]
+                    )
                     return False
             except (RedisError, OSError) as exc:
                 self._redis_failed("set_nx", exc)
@@ -134,7 +148,7 @@ class Cache:
         self.memory.delete(key)
         if self.redis_available:
             try:
-                await self.redis.delete(key)  # type: ignore[union-attr]
+                await self._traced("DEL", self.redis.delete(key))  # type: ignore[union-attr]
             except (RedisError, OSError) as exc:
                 self._redis_failed("delete", exc)
 
@@ -148,6 +162,9 @@ class Cache:
             return False
         self._redis_down_until = 0.0
         return True
+
+    def _traced(self, command: str, call: Awaitable[T]) -> Awaitable[T]:
+        return call if self._spans is None else self._spans.call(command, call)
 
     def _redis_failed(self, operation: str, exc: BaseException) -> None:
         if self._clock() >= self._redis_down_until:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -13,13 +14,16 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestServer
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from bot.cache import Cache, create_redis
 from bot.lifecycle import ServerState
 from bot.observability.logging import configure_logging
+from bot.observability.tracing import RedisSpans
 from bot.web import create_app
 from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
 from tests.integration.conftest import Harness
@@ -122,6 +126,14 @@ async def test_new_user_start_is_one_trace_with_db_cache_and_bot_api_children(
     assert any("INSERT INTO users" in s for s in statements), statements
     commands = redis_commands(children)
     assert "GET" in commands and "SET" in commands, commands
+    [get] = [s for s in children if s.name == "GET"]
+    assert get.kind == SpanKind.CLIENT
+    # The key is not recorded: it carries the user's Telegram id.
+    assert dict(get.attributes or {}) == {
+        "db.system.name": "redis",
+        "db.operation.name": "GET",
+        "server.address": "127.0.0.1",
+    }
     [send] = bot_api_calls(children)
     assert send.name == "sendMessage"
     assert dict(send.attributes or {}) == {
@@ -328,3 +340,24 @@ async def test_pool_checkouts_are_not_spans_statements_are(
     children = descendants(root, spans)
     assert db_statements(children), "statement spans stay"
     assert not [s for s in spans if s.name == "connect"], [s.name for s in spans]
+
+
+async def test_a_failed_redis_command_is_a_span_that_says_why() -> None:
+    """Redis gone: the cache falls back to memory, and the trace shows the command failing."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    redis = create_redis(f"redis://127.0.0.1:{port}/0")
+    cache = Cache(redis=redis, spans=RedisSpans(provider.get_tracer("test"), "127.0.0.1"))
+    try:
+        assert await cache.get("hb:nothing") is None
+    finally:
+        await redis.aclose()
+    [span] = exporter.get_finished_spans()
+    assert span.name == "GET"
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.attributes["error.type"] == "ConnectionError"  # type: ignore[index]
+    assert not span.events  # no exception text: only its type
