@@ -8,7 +8,9 @@ import io
 import json
 import logging
 import random
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from bot.db.ledger import UpdateLedger
 from bot.db.migrations import upgrade_to_head
 from bot.db.schema import SCHEMA_REVISION
 from bot.lifecycle import ServerState
+from bot.probes import start_http
 from bot.web import create_app
 from tests.conftest import TEST_SECRET, TEST_TOKEN
 from tests.integration.conftest import Harness
@@ -103,9 +106,17 @@ def uid() -> int:
     return random.randint(10**9, 2 * 10**9)
 
 
+async def answer(response: aiohttp.ClientResponse) -> tuple[int, Any, str | None]:
+    """Status, JSON body and Retry-After: the whole answer docs/reference.md promises."""
+    return response.status, await response.json(), response.headers.get("Retry-After")
+
+
+UNAVAILABLE = (503, {"error": "temporarily unavailable"}, "1")
+
+
 async def test_processed_update_is_answered_200_after_the_reply(webhook: Webhook) -> None:
     response = await webhook.post(start_update(user(uid(), "Wen")))
-    assert response.status == 200
+    assert await answer(response) == (200, {"ok": True}, None)
     # The reply was sent before the answer: nothing is left in the background.
     assert webhook.harness.telegram.sent_texts()[0].startswith("Hello, Wen!")
 
@@ -119,7 +130,7 @@ async def test_wrong_or_missing_secret_is_401_and_nothing_is_processed(
 ) -> None:
     who = uid()
     response = await webhook.post(start_update(user(who)), secret=secret)
-    assert response.status == 401
+    assert await answer(response) == (401, {"error": "wrong or missing secret token"}, None)
     assert webhook.harness.telegram.calls == []
     assert await webhook.harness.count_users(who) == 0
 
@@ -141,10 +152,10 @@ async def test_a_secret_header_of_non_utf8_bytes_is_401_not_a_crash(
     with capture_logs() as logs:
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write(request)
-        answer = await reader.read()  # the whole answer: the server closes the connection
+        reply = await reader.read()  # the whole answer: the server closes the connection
         writer.close()
         await writer.wait_closed()
-    assert answer.split(b"\r\n", 1)[0] == b"HTTP/1.1 401 Unauthorized"
+    assert reply.split(b"\r\n", 1)[0] == b"HTTP/1.1 401 Unauthorized"
     assert [e for e in logs if e["log_level"] in {"error", "critical"}] == []
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert webhook.harness.telegram.calls == []
@@ -166,14 +177,14 @@ async def test_a_secret_header_of_non_utf8_bytes_is_401_not_a_crash(
 )
 async def test_bodies_that_are_not_updates_are_400(webhook: Webhook, raw: bytes) -> None:
     response = await webhook.post(None, raw=raw)
-    assert response.status == 400
+    assert await answer(response) == (400, {"error": "body is not a Telegram Update"}, None)
     assert webhook.harness.telegram.calls == []
 
 
 async def test_body_over_one_mebibyte_is_413(webhook: Webhook) -> None:
     update = message_update(user(uid()), "x" * (2 * 1024 * 1024))
     response = await webhook.post(update)
-    assert response.status == 413
+    assert await answer(response) == (413, {"error": "body over 1048576 bytes"}, None)
     assert webhook.harness.telegram.calls == []
 
 
@@ -227,7 +238,7 @@ async def test_telegram_down_for_good_is_503_so_the_update_comes_back(webhook: W
     down = {"ok": False, "error_code": 500, "description": "Internal Server Error"}
     webhook.harness.telegram.script("sendMessage", *[Scripted(500, down)] * 4)
     update = message_update(user(uid()), "hi")
-    assert (await webhook.post(update)).status == 503
+    assert await answer(await webhook.post(update)) == UNAVAILABLE
     # Redelivery: the claim was released, so it is processed (once) now that Telegram is back.
     assert (await webhook.post(update)).status == 200
     assert (await webhook.post(update)).status == 200
@@ -305,7 +316,8 @@ async def test_readiness_is_503_while_draining_and_new_updates_are_refused(
     status, body = await webhook.get("/readyz")
     assert status == 503
     assert body["checks"]["shutdown"] == {"status": "draining"}
-    assert (await webhook.post(message_update(user(uid()), "late"))).status == 503
+    late = await webhook.post(message_update(user(uid()), "late"))
+    assert await answer(late) == (503, {"error": "shutting down"}, "1")
     assert webhook.harness.telegram.calls == []
     assert (await webhook.get("/healthz"))[0] == 200
 
@@ -327,7 +339,8 @@ async def test_below_the_migration_head_nothing_is_processed_until_migrated(
     who = uid()
     update = start_update(user(who, "Early"))
     # Answered 503 without processing, so Telegram redelivers it after the migration.
-    assert (await hook.post(update)).status == 503
+    early = await hook.post(update)
+    assert await answer(early) == (503, {"error": "database schema not migrated"}, "1")
     assert hook.harness.telegram.calls == []
     engine = create_async_engine(url)
     await upgrade_to_head(engine)
@@ -400,7 +413,7 @@ async def test_postgres_down_is_503_then_processed_once_on_redelivery(
     update = start_update(user(who, "Pat"))
     throwaway_pg.stop()
 
-    assert (await hook.post(update)).status == 503
+    assert await answer(await hook.post(update)) == UNAVAILABLE
     status, body = await hook.get("/readyz")
     assert status == 503
     assert body["checks"]["database"]["status"] == "error"
@@ -493,7 +506,8 @@ async def test_an_update_over_its_deadline_is_503_and_its_redelivery_is_processe
     update = message_update(user(uid()), "slow")
 
     with capture_logs() as logs:
-        assert (await webhook.post(update)).status == 503  # Telegram will redeliver
+        late = await webhook.post(update)
+    assert await answer(late) == (503, {"error": "deadline exceeded"}, "1")  # redelivered
     # The warning docs/observability.md lists, naming the update.
     [line] = [e for e in logs if e["event"] == "update_deadline_exceeded"]
     assert (line["log_level"], line["update_id"]) == ("warning", update["update_id"])
@@ -516,10 +530,47 @@ async def test_a_bug_past_the_errors_router_is_500_counted_and_logged(
     before = samples((await webhook.get("/metrics"))[1])
     with capture_logs() as logs:
         response = await webhook.post(update)
-    assert response.status == 500
+    assert await answer(response) == (500, {"error": "internal error"}, None)
     after = samples((await webhook.get("/metrics"))[1])
     requests = "hello_bot_webhook_requests_total"
     assert total(after, requests, status="500") - total(before, requests, status="500") == 1
     [line] = [e for e in logs if e["event"] == "update_crashed"]
     assert (line["log_level"], line["update_id"]) == ("error", update["update_id"])
     assert line["exc_info"] is True
+
+
+async def test_a_client_hanging_up_mid_body_is_counted_as_a_400(
+    make_harness: MakeHarness, database_url: str
+) -> None:
+    """The 400 "incomplete body" goes to nobody (the connection is gone), so its body cannot be
+    checked from outside; its status shows in hello_bot_webhook_requests_total. Served as in
+    production (start_http): TestServer cancels the handler when the client goes away."""
+    h = await make_harness(database_url=database_url, redis_url="", webhook_secret=TEST_SECRET)
+    with socket.socket() as probe:  # a free port: start_http does not say which it bound
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    requests = "hello_bot_webhook_requests_total"
+    async with AsyncExitStack() as stack, aiohttp.ClientSession() as http:
+
+        async def counted_400() -> float:
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                return total(samples(await response.text()), requests, status="400")
+
+        await start_http(create_app(h.app, state=ServerState()), host="127.0.0.1", port=port,
+                         stack=stack)  # fmt: skip
+        before = await counted_400()
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\nX-Telegram-Bot-Api-Secret-Token: %s\r\n\r\n"
+            b'{"update_id": 1, "mess' % TEST_SECRET.encode()
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        # The handler answers once the hang-up reaches it: wait for the count, however long.
+        async with asyncio.timeout(10):
+            while (after := await counted_400()) == before:
+                await asyncio.sleep(0.05)
+    assert after - before == 1
+    assert h.telegram.calls == []
