@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import random
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from bot.web import create_app
 from tests.conftest import TEST_SECRET, TEST_TOKEN
 from tests.integration.conftest import Harness
 from tests.support.fake_telegram import Scripted
-from tests.support.servers import ThrowawayPostgres, ThrowawayRedis
+from tests.support.servers import ThrowawayPostgres, ThrowawayRedis, free_port
 from tests.support.updates import message_update, start_update, user
 
 MakeHarness = Callable[..., Awaitable[Harness]]
@@ -546,9 +545,7 @@ async def test_a_client_hanging_up_mid_body_is_counted_as_a_400(
     checked from outside; its status shows in hello_bot_webhook_requests_total. Served as in
     production (start_http): TestServer cancels the handler when the client goes away."""
     h = await make_harness(database_url=database_url, redis_url="", webhook_secret=TEST_SECRET)
-    with socket.socket() as probe:  # a free port: start_http does not say which it bound
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # start_http does not say which port it bound
     requests = "hello_bot_webhook_requests_total"
     async with AsyncExitStack() as stack, aiohttp.ClientSession() as http:
 
@@ -556,8 +553,8 @@ async def test_a_client_hanging_up_mid_body_is_counted_as_a_400(
             async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
                 return total(samples(await response.text()), requests, status="400")
 
-        await start_http(create_app(h.app, state=ServerState()), host="127.0.0.1", port=port,
-                         stack=stack)  # fmt: skip
+        app = create_app(h.app, state=ServerState())
+        await start_http(app, host="127.0.0.1", port=port, stack=stack)
         before = await counted_400()
         _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
