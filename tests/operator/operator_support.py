@@ -40,6 +40,16 @@ DEADLINE = 30.0
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
 
 
+@attrs.frozen
+class ApiCall:
+    """One request the operator sent: `namespace` None is a cluster-wide one (kopf's watches)."""
+
+    method: str
+    path: str
+    namespace: str | None
+    name: str | None
+
+
 @attrs.define(kw_only=True)
 class StampingEmulator(kmock.KubernetesEmulator):
     """kmock's emulator plus what kopf and owner references need from a real API server.
@@ -54,6 +64,9 @@ class StampingEmulator(kmock.KubernetesEmulator):
     _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     # (API group, resource[/subresource], RBAC verb) of every call the operator made.
     operator_calls: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
+    # Every call the operator made, in order, as the API server saw it (after the client's own
+    # URL normalisation: `..` segments are already collapsed here).
+    operator_requests: list[ApiCall] = attrs.field(factory=list, init=False)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         self._record(request)
@@ -68,10 +81,13 @@ class StampingEmulator(kmock.KubernetesEmulator):
             raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
 
     def _record(self, request: kmock.Request) -> None:
-        if request.resource is None or request.resource.plural is None or request.action is None:
-            return  # discovery: readable by every authenticated identity
         if request.headers.get("User-Agent") == TEST_USER_AGENT:
             return
+        self.operator_requests.append(
+            ApiCall(str(request.method), request.url.path, request.namespace, request.name)
+        )
+        if request.resource is None or request.resource.plural is None or request.action is None:
+            return  # discovery: readable by every authenticated identity
         if request.action == kmock.action.UPDATE:
             verb = "patch" if request.method == kmock.method.PATCH else "update"
         else:
