@@ -9,7 +9,15 @@ import aiohttp
 import asyncpg
 import kopf
 
-from hello_operator import children, conditions, database, health, host_children, hosting
+from hello_operator import (
+    children,
+    conditions,
+    database,
+    health,
+    host_children,
+    hosting,
+    references,
+)
 from hello_operator.kube import ApiError, KubeClient
 from hello_operator.pod_shape import PodShapeError
 from hello_operator.reconcile import (
@@ -179,7 +187,7 @@ async def delete_bot(
     if children.webhook_host(spec):
         await _delete_webhook(clients, namespace, spec, logger, retry)
     # The host serving it, and the one it was joining (a bot deleted mid-move has a key in both).
-    hosts = {str(body.status.get(key) or "") for key in ("host", "joining")}
+    hosts = _status_hosts(body.status, logger)
     if children.runtime(spec) == "Shared" and spec.get("image"):
         hosts.add(host_children.host_name(str(spec["image"])))
     config = clients.config
@@ -221,10 +229,26 @@ async def delete_bot(
     logger.info("dropped database and role %s and schema %s", target.database, name)
 
 
+def _status_hosts(status: kopf.Status, logger: kopf.Logger) -> set[str]:
+    """The hosts status.host and status.joining name; one that is no name is skipped (the bot's
+    own memberships are still found through `hosting.hosts_of`)."""
+    hosts = set()
+    for key in ("host", "joining"):
+        try:
+            hosts.add(references.status_name(status, key))
+        except references.InvalidReference as exc:
+            logger.warning("%s: not left", exc)
+    return hosts
+
+
 async def _delete_webhook(
     clients: Clients, namespace: str, spec: kopf.Spec, logger: kopf.Logger, retry: int
 ) -> None:
-    token = await read_token(clients.kube, namespace, spec)
+    try:
+        token = await read_token(clients.kube, namespace, spec)
+    except references.InvalidReference as exc:
+        logger.warning("%s: cannot call deleteWebhook", exc)
+        return
     if token is None:
         logger.warning("token Secret is gone: cannot call deleteWebhook")
         return

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hello_operator import children, conditions, host_children
+from hello_operator import children, conditions, host_children, references
 from hello_operator.kube import object_path
 from hello_operator.reconcile import Clients, host_ready_condition, read_token, ready_condition
 from hello_operator.telegram import TelegramError, WebhookInfo
@@ -74,37 +74,54 @@ async def check(
     clients: Clients, namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]
 ) -> HealthReport:
     report = HealthReport()
-    token = await read_token(clients.kube, namespace, spec)
-    if token is None:
-        msg = "the token Secret or key is missing"
+    try:
+        token = await read_token(clients.kube, namespace, spec)
+    except references.InvalidReference as exc:
         report.conditions.append(
-            conditions.Condition(conditions.WEBHOOK_HEALTHY, None, "TokenSecretNotFound", msg)
+            conditions.Condition(conditions.WEBHOOK_HEALTHY, False, references.REASON, str(exc))
         )
     else:
-        try:
-            info = await clients.telegram.get_webhook_info(token)
-        except TelegramError as exc:
-            report.conditions.append(
-                conditions.Condition(
-                    conditions.WEBHOOK_HEALTHY, None, "BotApiUnreachable", str(exc)
-                )
-            )
-        else:
-            report.webhook = webhook_status(info)
-            report.conditions.append(webhook_condition(spec, info, time.time(), token=token))
-
-    current = conditions.find(status.get("conditions"), conditions.READY)
-    host = str(status.get("host") or "")
-    if current is not None and host and current.get("reason") in HOSTED_REASONS:
-        deployment = await clients.kube.get(object_path("apps/v1", "Deployment", namespace, host))
-        ready = host_ready_condition(host, deployment)
-        report.conditions.append(ready)
-        if status.get("phase") in {"Running", "Deploying"}:
-            report.phase = "Running" if ready.status else "Deploying"
-    elif current is not None and current.get("reason") in DEPLOYED_REASONS:
-        deployment = await clients.kube.get(object_path("apps/v1", "Deployment", namespace, name))
-        ready = ready_condition(deployment)
+        report.conditions.append(await _webhook_condition(clients, report, spec, token))
+    try:
+        ready = await _readiness(clients, namespace, name, status)
+    except references.InvalidReference as exc:
+        report.conditions.append(
+            conditions.Condition(conditions.READY, False, references.REASON, str(exc))
+        )
+        return report
+    if ready is not None:
         report.conditions.append(ready)
         if status.get("phase") in {"Running", "Deploying"}:
             report.phase = "Running" if ready.status else "Deploying"
     return report
+
+
+async def _webhook_condition(
+    clients: Clients, report: HealthReport, spec: Mapping[str, Any], token: str | None
+) -> conditions.Condition:
+    """Telegram's view of the webhook (and the raw figures into `report.webhook`)."""
+    if token is None:
+        msg = "the token Secret or key is missing"
+        return conditions.Condition(conditions.WEBHOOK_HEALTHY, None, "TokenSecretNotFound", msg)
+    try:
+        info = await clients.telegram.get_webhook_info(token)
+    except TelegramError as exc:
+        return conditions.Condition(conditions.WEBHOOK_HEALTHY, None, "BotApiUnreachable", str(exc))
+    report.webhook = webhook_status(info)
+    return webhook_condition(spec, info, time.time(), token=token)
+
+
+async def _readiness(
+    clients: Clients, namespace: str, name: str, status: Mapping[str, Any]
+) -> conditions.Condition | None:
+    """Ready from the Deployment serving the bot, once reconcile has deployed it (else None)."""
+    current = conditions.find(status.get("conditions"), conditions.READY)
+    reason = (current or {}).get("reason")
+    host = references.status_name(status, "host")
+    if host and reason in HOSTED_REASONS:
+        deployment = await clients.kube.get(object_path("apps/v1", "Deployment", namespace, host))
+        return host_ready_condition(host, deployment)
+    if reason in DEPLOYED_REASONS:
+        deployment = await clients.kube.get(object_path("apps/v1", "Deployment", namespace, name))
+        return ready_condition(deployment)
+    return None

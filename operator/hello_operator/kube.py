@@ -11,9 +11,12 @@ import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import kopf
+
+from hello_operator.references import is_name, is_namespace
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
@@ -44,13 +47,49 @@ class ApiError(Exception):
         return self.status in TRANSIENT_STATUSES
 
 
+class InvalidName(ValueError):
+    """A namespace or name that is not a Kubernetes name never becomes part of an API path."""
+
+
+class ForeignObjectError(Exception):
+    """The API answered with an object from another namespace than the one asked for."""
+
+
+def _segment(value: str, *, namespace: bool = False) -> str:
+    valid = is_namespace(value) if namespace else is_name(value)
+    if not valid:
+        what = "namespace" if namespace else "object name"
+        msg = f"refusing an API path with {what} {str(value)[:80]!r}: not a Kubernetes name"
+        raise InvalidName(msg)
+    # A valid name needs no quoting; quoting anyway keeps any future slip a single segment.
+    return quote(value, safe="")
+
+
 def collection_path(api_version: str, kind: str, namespace: str) -> str:
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    return f"{prefix}/namespaces/{namespace}/{PLURALS[kind]}"
+    return f"{prefix}/namespaces/{_segment(namespace, namespace=True)}/{PLURALS[kind]}"
 
 
 def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
-    return f"{collection_path(api_version, kind, namespace)}/{name}"
+    return f"{collection_path(api_version, kind, namespace)}/{_segment(name)}"
+
+
+def path_namespace(path: str) -> str | None:
+    """The namespace a path built here asks in (segments are names, so a split is exact)."""
+    parts = path.split("?", 1)[0].split("/")
+    return parts[parts.index("namespaces") + 1] if "namespaces" in parts else None
+
+
+def check_namespace(path: str, payload: Mapping[str, Any]) -> None:
+    """Refuse an answer holding an object of another namespace than `path` asked in."""
+    asked = path_namespace(path)
+    if asked is None:
+        return
+    for obj in [payload, *(payload.get("items") or [])]:
+        found = (obj.get("metadata") or {}).get("namespace") if isinstance(obj, Mapping) else None
+        if found is not None and found != asked:
+            msg = f"asked in namespace {asked}, the API answered with an object of {found!r}"
+            raise ForeignObjectError(msg)
 
 
 def manifest_path(manifest: Mapping[str, Any]) -> str:
@@ -120,6 +159,8 @@ class KubeClient:
             json=body,
             headers=self._headers(content_type or None),
             ssl=self._ssl,
+            # A redirect would lead to a path nobody validated.
+            allow_redirects=False,
         ) as response:
             try:
                 payload: dict[str, Any] = await response.json(content_type=None) or {}
@@ -131,6 +172,7 @@ class KubeClient:
                     str(payload.get("reason", response.reason)),
                     str(payload.get("message", "")),
                 )
+            check_namespace(path, payload)
             return payload
 
     async def get(self, path: str) -> dict[str, Any] | None:
@@ -166,7 +208,7 @@ class KubeClient:
         except ApiError as exc:
             if exc.status != 409:
                 raise
-        return await self.patch(f"{collection}/{meta['name']}", manifest)
+        return await self.patch(manifest_path(manifest), manifest)
 
     async def ensure(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Create the object unless it exists; never change an existing one (Jobs are immutable)."""

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import kopf
 
-from hello_operator import children, conditions, database
+from hello_operator import children, conditions, database, references
 from hello_operator.kube import KubeClient, object_path
 from hello_operator.settings import GROUP, VERSION, OperatorConfig
 from hello_operator.telegram import TelegramClient
@@ -139,21 +139,28 @@ def adopt(manifest: dict[str, Any], owner: kopf.Body) -> dict[str, Any]:
 
 
 async def read_token(kube: KubeClient, namespace: str, spec: Mapping[str, Any]) -> str | None:
-    token = spec.get("token") or {}
-    data = await kube.read_secret(namespace, token.get("secretName", ""))
-    return (data or {}).get(token.get("key", "BOT_TOKEN")) or None
+    """The bot token, None if its Secret or key is missing; InvalidReference before any request
+    if spec.token.secretName is not a name."""
+    name = references.spec_name(spec, "token", "secretName")
+    if not name:
+        return None
+    data = await kube.read_secret(namespace, name)
+    return (data or {}).get((spec.get("token") or {}).get("key", "BOT_TOKEN")) or None
 
 
 async def require_secret_key(
     kube: KubeClient,
     namespace: str,
     ref: Mapping[str, Any],
+    *,
+    field: str,
     default_key: str,
     reason: str,
-    *,
     retry_after: float,
 ) -> None:
-    name, key = ref.get("secretName", ""), ref.get("key", default_key)
+    """`ref` (spec `field`, without `.secretName`) names a Secret that holds its key."""
+    name = references.checked(f"{field}.secretName", ref.get("secretName"))
+    key = ref.get("key", default_key)
     data = await kube.read_secret(namespace, name)
     if data is None:
         raise Blocked(reason, f"Secret {namespace}/{name} not found", retry_after=retry_after)
@@ -163,16 +170,36 @@ async def require_secret_key(
         )
 
 
+def invalid_reference(exc: references.InvalidReference) -> Blocked:
+    """Only a change of the field can help; the message names it."""
+    return Blocked(references.REASON, str(exc), retry_after=None)
+
+
 async def check_references(clients: Clients, namespace: str, spec: Mapping[str, Any]) -> None:
     retry = clients.config.blocked_retry_seconds
     kube = clients.kube
+    try:
+        references.check(spec, {})  # every name before the first request for any of them
+    except references.InvalidReference as exc:
+        raise invalid_reference(exc) from None
     await require_secret_key(
-        kube, namespace, spec["token"], "BOT_TOKEN", "TokenSecretNotFound", retry_after=retry
+        kube,
+        namespace,
+        spec["token"],
+        field="spec.token",
+        default_key="BOT_TOKEN",
+        reason="TokenSecretNotFound",
+        retry_after=retry,
     )
     if children.database_mode(spec) == "External":
-        ref = spec["database"]["external"]
         await require_secret_key(
-            kube, namespace, ref, "DATABASE_URL", "DatabaseSecretNotFound", retry_after=retry
+            kube,
+            namespace,
+            spec["database"]["external"],
+            field="spec.database.external",
+            default_key="DATABASE_URL",
+            reason="DatabaseSecretNotFound",
+            retry_after=retry,
         )
     elif not clients.config.shared_postgres_admin_url:
         raise Blocked(
@@ -183,7 +210,13 @@ async def check_references(clients: Clients, namespace: str, spec: Mapping[str, 
     redis = spec.get("redis") or {}
     if redis.get("secretName"):
         await require_secret_key(
-            kube, namespace, redis, "REDIS_URL", "RedisSecretNotFound", retry_after=retry
+            kube,
+            namespace,
+            redis,
+            field="spec.redis",
+            default_key="REDIS_URL",
+            reason="RedisSecretNotFound",
+            retry_after=retry,
         )
 
 

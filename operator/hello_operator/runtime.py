@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import kopf
 
-from hello_operator import children, conditions, host_children, hosting, pickup, rows
+from hello_operator import children, conditions, host_children, hosting, pickup, references, rows
 from hello_operator.kube import object_path
 from hello_operator.reconcile import (
     Blocked,
@@ -34,6 +34,7 @@ from hello_operator.reconcile import (
     check_references,
     ensure_generated_secret,
     host_ready_condition,
+    invalid_reference,
     job_state,
     migrated_for,
     migration_failed,
@@ -53,6 +54,11 @@ async def reconcile(
     status: Mapping[str, Any],
     retry: int,
 ) -> Outcome:
+    try:
+        # First: whatever else is wrong, no request may follow a name that is not one.
+        references.check(spec, status)
+    except references.InvalidReference as exc:
+        raise invalid_reference(exc) from None
     problems = children.validate_spec(spec)
     if problems:
         raise Blocked("InvalidSpec", "; ".join(problems), retry_after=None)

@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from hello_operator import children, conditions
+from hello_operator import children, conditions, references
 from hello_operator.handlers import TRANSIENT
 from hello_operator.health import DEPLOYED_REASONS, HOSTED_REASONS
 from hello_operator.kube import object_path
@@ -55,13 +55,21 @@ def select_children(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.label_selectors["batch", "jobs"] = label_selector(JOB_LABELS)
 
 
+def bot_refs(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The owner references to TelegramBots. Anyone who may create a Deployment or Job can write
+    one, so a name that is not a Kubernetes name is dropped here: it never becomes a path."""
+    return [
+        ref
+        for ref in (body.get("metadata") or {}).get("ownerReferences") or []
+        if ref.get("apiVersion") == f"{GROUP}/{VERSION}"
+        and ref.get("kind") == "TelegramBot"
+        and references.is_name(ref.get("name"))
+    ]
+
+
 def controller_ref(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The TelegramBot that owns this child (the reference `kopf.adopt` set), if any."""
-    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
-        owned = ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("kind") == "TelegramBot"
-        if owned and ref.get("controller"):
-            return ref
-    return None
+    return next((ref for ref in bot_refs(body) if ref.get("controller")), None)
 
 
 def readiness_change(ref: Mapping[str, Any], deployment: Mapping[str, Any] | None) -> StatusChange:
@@ -126,11 +134,7 @@ def host_readiness_change(host: str, deployment: Mapping[str, Any] | None) -> St
 
 def members(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The TelegramBots a host's owner references name (every one of its bots, `hosting`)."""
-    return [
-        ref
-        for ref in (body.get("metadata") or {}).get("ownerReferences") or []
-        if ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("kind") == "TelegramBot"
-    ]
+    return bot_refs(body)
 
 
 def waits_for(bot: Mapping[str, Any], job: Mapping[str, Any], ref: Mapping[str, Any]) -> bool:
@@ -162,7 +166,9 @@ async def continue_after_migration(
     That retry still comes and finds the work done (every step is idempotent); the Event for a
     failed migration is left to it, so it is posted once.
     """
-    namespace, name = job["metadata"]["namespace"], str(ref["name"])
+    namespace, name = job["metadata"]["namespace"], str(ref.get("name") or "")
+    if not references.is_name(name):
+        return
     bot = await clients.kube.get(object_path(f"{GROUP}/{VERSION}", "TelegramBot", namespace, name))
     if bot is None or not waits_for(bot, job, ref):
         return
