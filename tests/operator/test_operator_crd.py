@@ -9,9 +9,19 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from hello_operator import references
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "k8s" / "examples").glob("*.yaml"))
+
+
+def name_fields(crd: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every spec field that names an object (a Secret, an IngressClass)."""
+    return {
+        path: node
+        for path, node in walk(schema_of(crd)["properties"]["spec"], "spec")
+        if path.endswith(("secretName", "SecretName", "ClassName"))
+    }
 
 
 def schema_of(crd: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +89,17 @@ BAD_SPECS = {
     "unknown-policy": lambda s: s.update(deletionPolicy="Purge"),
     "unknown-db-mode": lambda s: s.update(database={"mode": "Sqlite"}),
     "env-without-name": lambda s: s.update(env=[{"value": "x"}]),
+    # Names of objects in the bot's namespace: no path can be smuggled through them.
+    "token-path": lambda s: s["token"].update(secretName="../../kube-system/secrets/victim"),
+    "token-slash": lambda s: s["token"].update(secretName="kube-system/victim"),
+    "token-upper": lambda s: s["token"].update(secretName="Token"),
+    "token-too-long": lambda s: s["token"].update(secretName="a" * 254),
+    "database-path": lambda s: s.update(
+        database={"mode": "External", "external": {"secretName": "../x"}}
+    ),
+    "redis-path": lambda s: s.update(redis={"secretName": "../../kube-system/secrets/victim"}),
+    "tls-path": lambda s: s["webhook"].update(tlsSecretName="../x"),
+    "ingress-class-path": lambda s: s["webhook"].update(ingressClassName="a/b"),
 }
 
 
@@ -89,3 +110,29 @@ def test_bad_specs_are_rejected(crd: dict[str, Any], mutate: Any) -> None:
     mutate(bad["spec"])
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema_of(crd))
+
+
+def test_every_object_name_has_the_kubernetes_name_pattern(crd: dict[str, Any]) -> None:
+    """The same pattern the operator checks itself (hello_operator.references), for a CRD that
+    an older chart applied or objects stored before it."""
+    fields = name_fields(crd)
+    assert set(fields) == {
+        "spec.token.secretName",
+        "spec.database.external.secretName",
+        "spec.redis.secretName",
+        "spec.webhook.tlsSecretName",
+        "spec.webhook.ingressClassName",
+    }
+    assert {f"spec.{'.'.join(path)}" for path in references.SPEC_FIELDS} == set(fields)
+    for node in fields.values():
+        assert node["pattern"] == references.SUBDOMAIN_PATTERN
+        assert node["maxLength"] == references.SUBDOMAIN_MAX
+
+
+@pytest.mark.parametrize("name", ["bot-token", "a", "tls.example-com", "a" * 253])
+def test_honest_names_pass(crd: dict[str, Any], name: str) -> None:
+    doc = yaml.safe_load((ROOT / "k8s" / "examples" / "telegrambot.yaml").read_text())
+    doc["spec"]["token"]["secretName"] = name
+    doc["spec"]["redis"] = {"secretName": name}
+    jsonschema.validate(doc, schema_of(crd))
+    references.check(doc["spec"], {})
