@@ -160,6 +160,76 @@ def test_names_follow_the_fullname(render) -> None:
     assert one(objects, "ClusterRoleBinding")["roleRef"]["name"] == "tg-operator"
 
 
+WATCHED = ["team-a", "team-b"]
+NAMESPACED: dict[str, Any] = {"operator": {"enabled": True, "watchNamespaces": WATCHED}}
+# What kopf reads cluster-wide when it serves named namespaces: the CRDs (a reinstall) and the
+# namespace list (whether a served namespace exists); neither holds a tenant's data.
+KOPF_CLUSTER_RULES = [
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["list", "watch"],
+    },
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+]
+
+
+def test_watched_namespaces_get_a_role_each_and_nothing_namespaced_cluster_wide(render) -> None:
+    objects = render(NAMESPACED)
+    source = _kustomize("clusterrole.yaml")["rules"]
+    cluster_role = one(objects, "ClusterRole", OPERATOR)
+    assert cluster_role["rules"] == KOPF_CLUSTER_RULES
+    roles = find(objects, "Role", OPERATOR)
+    assert sorted(r["metadata"]["namespace"] for r in roles) == WATCHED
+    for role in roles:
+        # Every source rule but the cluster-wide one, in the source's order.
+        assert role["rules"] == [r for r in source if r not in KOPF_CLUSTER_RULES]
+    bindings = find(objects, "RoleBinding", OPERATOR)
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == WATCHED
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": OPERATOR,
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": OPERATOR, "namespace": NAMESPACE}
+        ]
+    assert one(objects, "ClusterRoleBinding", OPERATOR)["roleRef"]["name"] == OPERATOR
+
+
+def test_watched_namespaces_are_what_kopf_serves(render) -> None:
+    command = _container(render(NAMESPACED))["command"]
+    assert "--all-namespaces" not in command
+    assert [a for a in command if a.startswith("--namespace")] == [
+        f"--namespace={ns}" for ns in WATCHED
+    ]
+    assert command[:2] == ["kopf", "run"]
+    assert command[-2:] == ["-m", "hello_operator"]
+
+
+def test_cluster_wide_mode_reads_secrets_everywhere_and_renders_no_role(
+    rendered_variants: dict[str, list[Manifest]],
+) -> None:
+    """The default, as docs/operations.md says: one ClusterRole with every rule."""
+    objects = rendered_variants["operator-on"]
+    assert find(objects, "Role") == [] and find(objects, "RoleBinding") == []
+    rules = one(objects, "ClusterRole", OPERATOR)["rules"]
+    assert {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "verbs": ["get", "create", "patch"],
+    } in rules
+    assert "--all-namespaces" in _container(objects)["command"]
+
+
+@pytest.mark.parametrize("bad", [["../kube-system"], ["Team"], ["a" * 64], ["a", "a"], "team-a"])
+def test_watch_namespaces_must_be_namespace_names(chart: helm.Chart, bad: Any) -> None:
+    with pytest.raises(helm.HelmError) as caught:
+        chart.validate_schema(deep_merge(REQUIRED, {"operator": {"watchNamespaces": bad}}))
+    assert "watchNamespaces" in str(caught.value)
+
+
 # --- the Deployment ---------------------------------------------------------------------------
 
 

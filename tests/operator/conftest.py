@@ -23,7 +23,6 @@ from operator_support import (
     FakeBotApi,
     OperatorThread,
     StampingEmulator,
-    granted,
     kubernetes_emulator,
 )
 
@@ -98,7 +97,11 @@ def kubeconfig(tmp_path: Path, emulator: StampingEmulator) -> Path:
 
 @contextlib.asynccontextmanager
 async def operator_with(
-    monkeypatch: pytest.MonkeyPatch, kubeconfig: Path, bot_api: FakeBotApi, **env: str
+    monkeypatch: pytest.MonkeyPatch,
+    kubeconfig: Path,
+    bot_api: FakeBotApi,
+    namespaces: list[str] | None = None,
+    **env: str,
 ) -> AsyncIterator[OperatorThread]:
     importlib.import_module("hello_operator")  # registers the handlers with kopf
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
@@ -106,7 +109,7 @@ async def operator_with(
     monkeypatch.setenv("SHARED_POSTGRES_ADMIN_URL", PG_ADMIN_URL)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    operator = OperatorThread()
+    operator = OperatorThread(namespaces)
     await operator.start()
     try:
         yield operator
@@ -149,12 +152,13 @@ async def watching_operator(
 @pytest.fixture
 async def cluster(emulator: StampingEmulator, namespace: str) -> AsyncIterator[Cluster]:
     """The test's own API access; when the test is done, every call the operator made in it
-    must have been granted by k8s/operator/clusterrole.yaml (the emulator enforces no RBAC)."""
+    must have been granted by k8s/operator/clusterrole.yaml, or the RBAC a test installs
+    (`emulator.rbac`); the emulator enforces no RBAC."""
     headers = {"User-Agent": TEST_USER_AGENT}
     async with aiohttp.ClientSession(base_url=str(emulator.url), headers=headers) as session:
         yield Cluster(session, namespace)
-    denied = sorted(emulator.operator_calls - granted())
-    assert not denied, f"the ClusterRole does not grant what the operator did: {denied}"
+    denied = sorted(emulator.operator_calls - emulator.rbac)
+    assert not denied, f"the operator's RBAC does not grant what it did: {denied}"
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import aiohttp.web
 import attrs
 import jsonpatch
 import kmock
+import kmock._internal.parsing
 import kopf
 import pytest
 import yaml
@@ -40,14 +41,51 @@ DEADLINE = 30.0
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
 
 
+def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) that RBAC `rules` grant."""
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def granted() -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) the operator's ClusterRole grants."""
+    return grants(yaml.safe_load(CLUSTERROLE.read_text())["rules"])
+
+
+_parse_path = kmock._internal.parsing.parse_path
+
+
+def _parse_namespaces_too(path: str) -> kmock._internal.parsing.ParsedPath:
+    """kmock 0.8 fails on the Namespace collection itself (`/api/v1/namespaces`), which kopf
+    lists and watches when it serves named namespaces; everything else parses as before."""
+    if path.split("?", 1)[0].strip("/") == "api/v1/namespaces":
+        return kmock._internal.parsing.ParsedPath(group="", version="v1", plural="namespaces")
+    return _parse_path(path)
+
+
+kmock._internal.parsing.parse_path = _parse_namespaces_too
+
+
 @attrs.frozen
 class ApiCall:
-    """One request the operator sent: `namespace` None is a cluster-wide one (kopf's watches)."""
+    """One request the operator sent: `namespace` None is a cluster-wide one (kopf's watches).
+
+    `group`, `resource` and `verb` as RBAC sees them; all three "" for discovery, which every
+    authenticated identity may read.
+    """
 
     method: str
     path: str
     namespace: str | None
     name: str | None
+    group: str = ""
+    resource: str = ""
+    verb: str = ""
 
 
 @attrs.define(kw_only=True)
@@ -67,6 +105,9 @@ class StampingEmulator(kmock.KubernetesEmulator):
     # Every call the operator made, in order, as the API server saw it (after the client's own
     # URL normalisation: `..` segments are already collapsed here).
     operator_requests: list[ApiCall] = attrs.field(factory=list, init=False)
+    # What the operator's RBAC grants, checked after each test (the `cluster` fixture): the
+    # kustomize ClusterRole unless a test installs the operator otherwise.
+    rbac: set[tuple[str, str, str]] = attrs.field(factory=granted, init=False)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         self._record(request)
@@ -83,11 +124,10 @@ class StampingEmulator(kmock.KubernetesEmulator):
     def _record(self, request: kmock.Request) -> None:
         if request.headers.get("User-Agent") == TEST_USER_AGENT:
             return
-        self.operator_requests.append(
-            ApiCall(str(request.method), request.url.path, request.namespace, request.name)
-        )
+        call = ApiCall(str(request.method), request.url.path, request.namespace, request.name)
         if request.resource is None or request.resource.plural is None or request.action is None:
-            return  # discovery: readable by every authenticated identity
+            self.operator_requests.append(call)  # discovery
+            return
         if request.action == kmock.action.UPDATE:
             verb = "patch" if request.method == kmock.method.PATCH else "update"
         else:
@@ -95,7 +135,9 @@ class StampingEmulator(kmock.KubernetesEmulator):
         resource = request.resource.plural
         if request.subresource:
             resource += f"/{request.subresource}"
-        self.operator_calls.add((request.resource.group or "", resource, verb))
+        group = request.resource.group or ""
+        self.operator_requests.append(attrs.evolve(call, group=group, resource=resource, verb=verb))
+        self.operator_calls.add((group, resource, verb))
 
     def _stamp_create(self, data: dict[str, Any], namespace: str | None) -> None:
         meta = data.setdefault("metadata", {})
@@ -116,18 +158,6 @@ class StampingEmulator(kmock.KubernetesEmulator):
             current = self.objects[key]
             if not current.deleted:
                 meta["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1
-
-
-def granted() -> set[tuple[str, str, str]]:
-    """(API group, resource, verb) the operator's ClusterRole grants."""
-    rules = yaml.safe_load(CLUSTERROLE.read_text())["rules"]
-    return {
-        (group, resource, verb)
-        for rule in rules
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
 
 
 @contextlib.asynccontextmanager
@@ -328,7 +358,9 @@ class OperatorThread:
     the test's own loop would include pytest-asyncio's fixture finalizers.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, namespaces: list[str] | None = None) -> None:
+        # None: every namespace (`kopf run --all-namespaces`), else `--namespace` each.
+        self.namespaces = namespaces
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: list[BaseException] = []
@@ -337,7 +369,8 @@ class OperatorThread:
         try:
             asyncio.run(
                 kopf.operator(
-                    clusterwide=True,
+                    clusterwide=self.namespaces is None,
+                    namespaces=self.namespaces or (),
                     standalone=True,
                     settings=kopf.OperatorSettings(),
                     stop_flag=self._stop,
