@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -76,3 +77,12 @@ async def test_a_secret_from_another_namespace_is_refused(
         with pytest.raises(ForeignObjectError):
             await kube.read_secret(namespace, "token")
         assert await kube.read_secret(namespace, "mine") == {"BOT_TOKEN": BOT_TOKEN}
+
+
+def test_the_reason_and_the_name_rule_are_in_the_contract() -> None:
+    reference = (Path(__file__).resolve().parents[2] / "docs" / "reference.md").read_text()
+    rows = [line for line in reference.splitlines() if line.startswith(("| `Ready`", "| `Webhook"))]
+    assert all(f"`{references.REASON}`" in row for row in rows) and len(rows) == 2
+    assert f"at most {references.SUBDOMAIN_MAX}" in reference
+    for path in references.SPEC_FIELDS:
+        assert f"`{'.'.join(path)}`" in reference
