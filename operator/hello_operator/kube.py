@@ -166,7 +166,7 @@ class KubeClient:
                 payload: dict[str, Any] = await response.json(content_type=None) or {}
             except ValueError:  # e.g. an HTML error page from a proxy in front of the API
                 payload = {}
-            if response.status >= 400:
+            if not 200 <= response.status < 300:  # a 3xx too: redirects are not followed
                 raise ApiError(
                     response.status,
                     str(payload.get("reason", response.reason)),

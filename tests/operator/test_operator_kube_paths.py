@@ -6,9 +6,11 @@ import base64
 from pathlib import Path
 
 import aiohttp
+import aiohttp.test_utils
+import aiohttp.web
 import pytest
 from hello_operator import references
-from hello_operator.kube import ForeignObjectError, InvalidName, KubeClient, object_path
+from hello_operator.kube import ApiError, ForeignObjectError, InvalidName, KubeClient, object_path
 from operator_support import BOT_TOKEN, StampingEmulator
 
 BAD_NAMES = ["", "..", "a/b", "../x", "UPPER", "a b", "a%2Fb", "a?b", "-a", "a" * 254, "a\nb"]
@@ -86,3 +88,30 @@ def test_the_reason_and_the_name_rule_are_in_the_contract() -> None:
     assert f"at most {references.SUBDOMAIN_MAX}" in reference
     for path in references.SPEC_FIELDS:
         assert f"`{'.'.join(path)}`" in reference
+
+
+async def test_a_redirect_is_an_error_never_followed() -> None:
+    """Whatever the redirect points at was never validated as a path."""
+    followed: list[str] = []
+
+    async def redirect(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        raise aiohttp.web.HTTPFound("/api/v1/namespaces/kube-system/secrets/victim")
+
+    async def victim(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        followed.append(request.path)
+        return aiohttp.web.json_response({"metadata": {"namespace": "kube-system"}})
+
+    app = aiohttp.web.Application()
+    app.router.add_get("/api/v1/namespaces/tenant-a/secrets/token", redirect)
+    app.router.add_get("/api/v1/namespaces/kube-system/secrets/victim", victim)
+    server = aiohttp.test_utils.TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            kube = KubeClient(session=http, server=str(server.make_url("")))
+            with pytest.raises(ApiError) as caught:
+                await kube.read_secret("tenant-a", "token")
+    finally:
+        await server.close()
+    assert caught.value.status == 302
+    assert followed == []
