@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python as helm
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -221,6 +222,16 @@ def test_cluster_wide_mode_reads_secrets_everywhere_and_renders_no_role(
         "verbs": ["get", "create", "patch"],
     } in rules
     assert "--all-namespaces" in _container(objects)["command"]
+
+
+def test_watched_namespaces_render_lint_clean_valid_objects(render) -> None:
+    report = helm.lint(
+        CHART_DIR, deep_merge(REQUIRED, NAMESPACED), strict=True, namespace=NAMESPACE
+    )
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    for obj in render(NAMESPACED):
+        kubernetes_validate.validate(obj, "1.33.0", strict=True)
 
 
 @pytest.mark.parametrize("bad", [["../kube-system"], ["Team"], ["a" * 64], ["a", "a"], "team-a"])
