@@ -59,8 +59,9 @@ class InvalidReference(ValueError):
         if len(shown) > SHOWN_CHARS:
             shown = f"{shown[:SHOWN_CHARS]}... ({len(str(value))} characters)"
         super().__init__(
-            f"{field} {shown} is not the name of an object in the TelegramBot's namespace: "
-            f"lowercase letters, digits, '-' and '.', at most {SUBDOMAIN_MAX} characters"
+            f"{field} {shown} is not a Kubernetes object name: lowercase letters, digits, '-' "
+            f"and '.', starting and ending with a letter or digit, at most {SUBDOMAIN_MAX} "
+            "characters"
         )
         self.field = field
 
