@@ -17,6 +17,7 @@ from hello_operator import (
     host_children,
     hosting,
     references,
+    webhook_hosts,
 )
 from hello_operator.kube import ApiError, KubeClient
 from hello_operator.pod_shape import PodShapeError
@@ -93,10 +94,16 @@ async def _report(clients: Clients, body: kopf.Body, *updates: conditions.Condit
 
 
 async def _outcome(
-    clients: Clients, body: kopf.Body, status: kopf.Status, retry: int
+    clients: Clients,
+    body: kopf.Body,
+    status: kopf.Status,
+    retry: int,
+    host_claims: kopf.Index[str, webhook_hosts.Claim],
 ) -> tuple[dict[str, Any], list[conditions.Condition], Exception | None]:
     """Run the reconciliation; return the status fields, conditions and the error to raise."""
     try:
+        retry_after = clients.config.blocked_retry_seconds
+        webhook_hosts.check(body.meta["namespace"], body.spec, host_claims, retry_after=retry_after)
         outcome = await reconcile(clients, body, body.spec, status, retry)
     except Waiting as waiting:
         cond = conditions.Condition(waiting.condition, False, waiting.reason, waiting.message)
@@ -128,11 +135,17 @@ async def _outcome(
 
 
 async def _reconcile(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, retry: int
+    body: kopf.Body,
+    status: kopf.Status,
+    *,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    retry: int,
+    host_claims: kopf.Index[str, webhook_hosts.Claim],
 ) -> None:
     """Shared by create, update and resume; turns outcomes into status, Events and retries."""
     clients: Clients = memo.clients
-    fields, updates, error = await _outcome(clients, body, status, retry)
+    fields, updates, error = await _outcome(clients, body, status, retry, host_claims)
     if updates:
         try:
             await _report(clients, body, *updates)
@@ -147,25 +160,52 @@ async def _reconcile(
 
 @kopf.on.create(*RESOURCE)
 async def create_bot(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
+    *,
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    retry: int,
+    webhook_host_claims: kopf.Index[str, webhook_hosts.Claim],
+    **_: Any,
 ) -> None:
-    await _reconcile(body, status, patch, memo, retry)
+    await _reconcile(
+        body, status, patch=patch, memo=memo, retry=retry, host_claims=webhook_host_claims
+    )
 
 
 @kopf.on.update(*RESOURCE, field="spec")
 async def update_bot(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
+    *,
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    retry: int,
+    webhook_host_claims: kopf.Index[str, webhook_hosts.Claim],
+    **_: Any,
 ) -> None:
     """Any spec change: children are patched; a new image re-runs the migration Job first."""
-    await _reconcile(body, status, patch, memo, retry)
+    await _reconcile(
+        body, status, patch=patch, memo=memo, retry=retry, host_claims=webhook_host_claims
+    )
 
 
 @kopf.on.resume(*RESOURCE)
 async def resume_bot(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
+    *,
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    retry: int,
+    webhook_host_claims: kopf.Index[str, webhook_hosts.Claim],
+    **_: Any,
 ) -> None:
     """After an operator restart: converge whatever changed while nobody watched."""
-    await _reconcile(body, status, patch, memo, retry)
+    await _reconcile(
+        body, status, patch=patch, memo=memo, retry=retry, host_claims=webhook_host_claims
+    )
 
 
 @kopf.on.delete(*RESOURCE)
