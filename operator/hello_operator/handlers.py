@@ -9,7 +9,7 @@ import aiohttp
 import asyncpg
 import kopf
 
-from hello_operator import children, conditions, database, health, host_children, hosting
+from hello_operator import adoption, children, conditions, database, health, host_children, hosting
 from hello_operator.kube import ApiError, KubeClient
 from hello_operator.pod_shape import PodShapeError
 from hello_operator.reconcile import (
@@ -208,17 +208,21 @@ async def delete_bot(
         logger.warning("no SHARED_POSTGRES_ADMIN_URL: cannot drop the database; kept")
         return
     admin_url = clients.config.shared_postgres_admin_url
-    target = database.DatabaseTarget.for_bot(namespace, name)
-    hosts = hosting.hosts_database(namespace).database
+    owner = database.Owner.of(body)
     try:
+        target = await adoption.bot_target(clients.kube, admin_url, body)
+        hosts = await adoption.hosts_target(clients.kube, admin_url, namespace)
         # Both stores: a bot that switched runtimes has rows in each.
-        await database.drop_database(admin_url, target)
-        await database.drop_tenant(admin_url, hosts, name)
+        await database.drop_database(admin_url, target, owner=owner)
+        await database.drop_tenant(admin_url, hosts.database, owner)
+    except database.NotOwned as exc:
+        # Never someone else's: kept, said, and the deletion goes on (retrying cannot help).
+        kopf.event(body, type="Warning", reason=exc.reason, message=exc.message)
+        logger.warning("%s: %s; nothing dropped", exc.reason, exc.message)
+        return
     except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
-        raise kopf.TemporaryError(
-            f"dropping {target.database}: {exc}", delay=backoff(retry)
-        ) from exc
-    logger.info("dropped database and role %s and schema %s", target.database, name)
+        raise kopf.TemporaryError(f"dropping the database: {exc}", delay=backoff(retry)) from exc
+    logger.info("dropped database and role %s and schema of %s", target.database, name)
 
 
 async def _delete_webhook(
