@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from hello_operator import database, naming
-from hello_operator.kube import ApiError, KubeClient, object_path
+from hello_operator.kube import ApiError, KubeClient, collection_path, object_path
 from hello_operator.settings import GROUP, VERSION
 
 
@@ -67,16 +67,29 @@ def bot_legacy(kube: KubeClient, bot: Mapping[str, Any]) -> database.Legacy:
 
 def hosts_legacy(kube: KubeClient, namespace: str) -> database.Legacy:
     """A namespace's legacy hosts database: no other namespace maps to it (DNS labels fold
-    one-to-one), but a bot's legacy name could (`b--hosts` in `a` for the namespace `a-b`)."""
+    one-to-one), but a bot's legacy name could (`b--hosts` in `a` for the namespace `a-b`). So
+    where one could, the namespace must have had a TelegramBot before the epoch (else that
+    database was never its own), and no such bot may still exist."""
     name = naming.legacy_hosts_database(namespace)
     owner = database.Owner(namespace)
 
     async def adoptable(epoch: datetime) -> bool:
-        if await _rival_existed(kube, naming.legacy_claimants(name), ("", ""), epoch):
+        claimants = naming.legacy_claimants(name)
+        if not claimants:
+            return True
+        if not await _had_bots(kube, namespace, epoch):
+            return False
+        if await _rival_existed(kube, claimants, ("", ""), epoch):
             raise Ambiguous(name, owner)
         return True
 
     return database.Legacy(name, adoptable)
+
+
+async def _had_bots(kube: KubeClient, namespace: str, epoch: datetime) -> bool:
+    listed = await kube.get(collection_path(f"{GROUP}/{VERSION}", "TelegramBot", namespace))
+    bots = (listed or {}).get("items") or []
+    return any(_before(database.Owner.of(bot).created, epoch) for bot in bots)
 
 
 async def bot_target(

@@ -124,18 +124,33 @@ def quote_literal(value: str) -> str:
 
 async def _registry_connection(admin_url: str) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(admin_url, database=REGISTRY_DATABASE)
+        conn = await asyncpg.connect(admin_url, database=REGISTRY_DATABASE)
     except asyncpg.InvalidCatalogNameError:
-        admin = await asyncpg.connect(admin_url)
-        try:
-            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
-                await admin.execute(f"CREATE DATABASE {quote_ident(REGISTRY_DATABASE)}")
-            await admin.execute(
-                f"REVOKE ALL ON DATABASE {quote_ident(REGISTRY_DATABASE)} FROM PUBLIC"
-            )
-        finally:
-            await admin.close()
-        return await asyncpg.connect(admin_url, database=REGISTRY_DATABASE)
+        return await _create_registry(admin_url)
+    # Made by anyone but an admin (a CREATEDB role a CREATEROLE tenant made on PostgreSQL 15),
+    # its rows could claim anything: not trusted.
+    owner = await conn.fetchval(
+        "SELECT r.rolname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba"
+        " WHERE d.datname = current_database()"
+        " AND r.rolname <> current_user AND NOT r.rolsuper"
+    )
+    if owner is not None:
+        await conn.close()
+        msg = f"the registry database {REGISTRY_DATABASE} belongs to {owner}: not trusted"
+        raise Refused("DatabaseUnavailable", msg)
+    return conn
+
+
+async def _create_registry(admin_url: str) -> asyncpg.Connection:
+    """The registry's database, the admin's own; only the admin may connect to it."""
+    admin = await asyncpg.connect(admin_url)
+    try:
+        with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+            await admin.execute(f"CREATE DATABASE {quote_ident(REGISTRY_DATABASE)}")
+        await admin.execute(f"REVOKE ALL ON DATABASE {quote_ident(REGISTRY_DATABASE)} FROM PUBLIC")
+    finally:
+        await admin.close()
+    return await _registry_connection(admin_url)
 
 
 @contextlib.asynccontextmanager

@@ -342,3 +342,49 @@ async def test_a_shared_bot_name_past_the_hosts_limit_is_refused(
     with pytest.raises(database.Refused) as caught:
         await hosting.ensure_hosts_database(clients.kube, PG_ADMIN_URL, "pg", 5432, bot)
     assert caught.value.reason == "InvalidSpec"
+
+
+async def test_a_bots_legacy_database_is_no_new_namespaces_hosts_database(
+    clients: reconcile.Clients, cluster: Cluster, pg_cleanup: None
+) -> None:
+    """`b--hosts` in `a` had `tgbot_a_b__hosts`, the name of `a-b`'s hosts database. A namespace
+    `a-b` with no TelegramBot from before the upgrade never had that database: a new one."""
+    legacy = f"tgbot_{cluster.ns}_b__hosts"  # the bot <ns>/b--hosts's, retained after deletion
+    await legacy_database(legacy, "old-pw", users=4)
+    bot = await make_bot(cluster, "member", namespace=f"{cluster.ns}-b")
+
+    target = await hosting.ensure_hosts_database(clients.kube, PG_ADMIN_URL, "pg", 5432, bot)
+
+    assert target.database == naming.hosts_database(f"{cluster.ns}-b")
+    assert await fetch("SELECT count(*) FROM users", db=legacy) == 4
+    db = database.REGISTRY_DATABASE
+    assert await fetch("SELECT count(*) FROM owners WHERE name = $1", legacy, db=db) == 0
+
+
+async def test_a_registry_someone_else_made_is_not_trusted(
+    namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL 15 a CREATEROLE tenant could make a CREATEDB role and, before the upgrade,
+    a database under the registry's name with rows of its choosing."""
+    registry, role = f"tgb_{namespace}_registry", f"tgb_{namespace}_forger"
+    await fetch(f'CREATE ROLE "{role}" CREATEDB')
+    await fetch(f'CREATE DATABASE "{registry}" OWNER "{role}"')
+    monkeypatch.setattr(database, "REGISTRY_DATABASE", registry)
+    try:
+        with pytest.raises(database.Refused, match="not trusted"):
+            await database.claim(PG_ADMIN_URL, database.BOT, owner(namespace, "x"), "tgb_x")
+    finally:
+        await fetch(f'DROP DATABASE "{registry}"')
+        await fetch(f'DROP ROLE "{role}"')
+
+
+async def test_a_hyphenated_namespace_with_older_bots_adopts_its_hosts_database(
+    clients: reconcile.Clients, cluster: Cluster, pg_cleanup: None
+) -> None:
+    legacy = f"tgbot_{cluster.ns}_b__hosts"  # today's main: the hosts database of <ns>-b
+    await legacy_database(legacy, "old-pw", users=4)
+    bot = await make_bot(
+        cluster, "member", namespace=f"{cluster.ns}-b", creationTimestamp=BEFORE_UPGRADE
+    )
+    target = await hosting.ensure_hosts_database(clients.kube, PG_ADMIN_URL, "pg", 5432, bot)
+    assert target.database == legacy
