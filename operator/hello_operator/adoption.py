@@ -97,7 +97,7 @@ async def bot_target(
 ) -> database.DatabaseTarget:
     """The database and role the TelegramBot owns (claimed or adopted now if need be)."""
     owner = database.Owner.of(bot)
-    name = naming.bot_database(owner.namespace, owner.name)
+    name = database.DatabaseTarget.for_bot(owner.namespace, owner.name).database
     legacy = bot_legacy(kube, bot)
     return database.DatabaseTarget.named(
         await database.claim(admin_url, database.BOT, owner, name, legacy)
@@ -106,7 +106,7 @@ async def bot_target(
 
 async def hosts_target(kube: KubeClient, admin_url: str, namespace: str) -> database.DatabaseTarget:
     """The database and role the namespace's bot hosts share (claimed or adopted now)."""
-    name = naming.hosts_database(namespace)
+    name = database.DatabaseTarget.for_hosts(namespace).database
     legacy = hosts_legacy(kube, namespace)
     return database.DatabaseTarget.named(
         await database.claim(admin_url, database.HOSTS, database.Owner(namespace), name, legacy)

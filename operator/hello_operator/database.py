@@ -104,7 +104,14 @@ class DatabaseTarget:
 
     @classmethod
     def for_bot(cls, namespace: str, name: str) -> DatabaseTarget:
+        """The name a bot's database gets now (one adopted from the previous operator keeps
+        its own: `adoption.bot_target`)."""
         return cls.named(naming.bot_database(namespace, name))
+
+    @classmethod
+    def for_hosts(cls, namespace: str) -> DatabaseTarget:
+        """The name a namespace's hosts database gets now (`adoption.hosts_target`)."""
+        return cls.named(naming.hosts_database(namespace))
 
     def url(self, *, password: str, host: str, port: int) -> str:
         """The bot's DATABASE_URL (contract: postgresql+asyncpg://user:pass@host:5432/db)."""

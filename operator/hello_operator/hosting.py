@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from hello_operator import adoption, database, host_children, naming
+from hello_operator import adoption, database, host_children
 from hello_operator.kube import KubeClient, collection_path, object_path
 from hello_operator.pod_shape import BotPod
 
@@ -61,12 +61,6 @@ def _joined(secret: Mapping[str, Any] | None) -> dict[str, float]:
 
 def _owners(obj: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     return list(((obj or {}).get("metadata") or {}).get("ownerReferences") or [])
-
-
-def hosts_database(namespace: str) -> database.DatabaseTarget:
-    """The name a namespace's hosts database gets now (`naming`); one made by the previous
-    operator keeps its own (`adoption.hosts_target`)."""
-    return database.DatabaseTarget.named(naming.hosts_database(namespace))
 
 
 async def ensure_hosts_database(

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from hello_operator import children, database, host_children, hosting, rows
+from hello_operator import children, database, host_children, rows
 from operator_support import (
     PG_ADMIN_URL,
     Cluster,
@@ -71,7 +71,7 @@ class Stores:
 
     def shared(self, password: str = PASSWORD, name: str = "") -> DataScope:
         """Its schema in the hosts' database: the host's login role, SET LOCAL ROLE per unit."""
-        engine = self.engine(hosting.hosts_database(self.namespace), password)
+        engine = self.engine(database.DatabaseTarget.for_hosts(self.namespace), password)
         return postgres_scope(engine, name or self.name)
 
     async def provision(self, hosts_too: bool = True) -> None:
@@ -94,7 +94,7 @@ class Stores:
 
     @property
     def hosts(self) -> database.DatabaseTarget:
-        return hosting.hosts_database(self.namespace)
+        return database.DatabaseTarget.for_hosts(self.namespace)
 
     async def create(self) -> tuple[DataScope, DataScope]:
         """Both databases made and migrated (what the operator and the Jobs do in a cluster)."""

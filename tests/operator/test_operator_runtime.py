@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 from conftest import operator_with
-from hello_operator import children, database, host_children, hosting
+from hello_operator import children, database, host_children
 from operator_support import (
     BOT_TOKEN,
     PG_ADMIN_URL,
@@ -196,10 +196,10 @@ async def test_shared_bot_gets_a_host_with_its_key(
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         assert await conn.fetchval("SELECT current_database()") == (
-            hosting.hosts_database(cluster.ns).database
+            database.DatabaseTarget.for_hosts(cluster.ns).database
         )
         assert not await conn.fetchval("SELECT rolcreaterole FROM pg_roles WHERE rolname = user")
-        role = database.tenant_role(hosting.hosts_database(cluster.ns).database, "alpha")
+        role = database.tenant_role(database.DatabaseTarget.for_hosts(cluster.ns).database, "alpha")
         assert await conn.fetchval("SELECT pg_has_role(user, $1, 'MEMBER')", role)
     finally:
         await conn.close()
@@ -425,7 +425,7 @@ async def test_deleting_a_shared_bot_with_delete_policy_drops_only_its_schema(
     await DeploymentController(cluster).report(HOST_1)
     await served_by(cluster, "doomed", HOST_1)
     # The operator made each bot's role; `migrate` makes its schema (no Job runs in the emulator).
-    hosts_db = hosting.hosts_database(cluster.ns).database
+    hosts_db = database.DatabaseTarget.for_hosts(cluster.ns).database
     conn = await asyncpg.connect(PG_ADMIN_URL, database=hosts_db)
     try:
         for name in ("doomed", "kept"):
