@@ -75,12 +75,13 @@ async def provision(connection: AsyncConnection, scope: DataScope) -> None:
         # advisory lock, so checking first is enough.
         # Under the operator the role exists already, made and granted by the admin (the login
         # role runs tenant code, so it may not create or grant roles); GRANT would then need
-        # the admin option. Without the operator (the chart's `bot.mode=host`) both happen here.
+        # the admin option. Without the operator (the chart's `bot.mode=host`) both happen here:
+        # on PostgreSQL 16+ a CREATEROLE creator holds only the admin option, not SET ROLE.
         f"""DO $$ BEGIN
               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_literal(scope.role)}) THEN
                 CREATE ROLE {role} NOLOGIN;
               END IF;
-              IF NOT pg_has_role(CURRENT_USER, {_literal(scope.role)}, 'MEMBER') THEN
+              IF NOT pg_has_role(CURRENT_USER, {_literal(scope.role)}, {_SET_ROLE}) THEN
                 GRANT {role} TO CURRENT_USER;
               END IF;
             END $$""",
@@ -96,6 +97,13 @@ async def provision(connection: AsyncConnection, scope: DataScope) -> None:
     ]
     for statement in statements:
         await connection.execute(text(statement))
+
+
+# The privilege that lets a role SET ROLE to another: `SET` from PostgreSQL 16 (where a
+# membership may lack it), `MEMBER` before (which always carried it).
+_SET_ROLE = (
+    "CASE WHEN current_setting('server_version_num')::int >= 160000 THEN 'SET' ELSE 'MEMBER' END"
+)
 
 
 def _literal(value: str) -> str:

@@ -367,11 +367,12 @@ async def ensure_tenant_role(admin_url: str, hosts: DatabaseTarget, owner: Owner
             raise _taken(role, owner, "is registered to another owner")
         if not exists:
             await conn.execute(f"CREATE ROLE {quote_ident(role)} NOLOGIN")
+        # SET from PostgreSQL 16: a membership may lack it there (MEMBER always carried it).
         granted = await conn.fetchval(
-            "SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"
-            " JOIN pg_roles h ON h.oid = m.member WHERE r.rolname = $1 AND h.rolname = $2",
-            role,
+            "SELECT pg_has_role($1, $2, CASE WHEN current_setting('server_version_num')::int"
+            " >= 160000 THEN 'SET' ELSE 'MEMBER' END)",
             hosts.role,
+            role,
         )
         if not granted:
             await conn.execute(f"GRANT {quote_ident(role)} TO {quote_ident(hosts.role)}")
