@@ -215,7 +215,7 @@ async def delete_bot(
         # Both stores: a bot that switched runtimes has rows in each.
         await database.drop_database(admin_url, target, owner=owner)
         await database.drop_tenant(admin_url, hosts.database, owner)
-    except database.NotOwned as exc:
+    except database.Refused as exc:
         # Never someone else's: kept, said, and the deletion goes on (retrying cannot help).
         kopf.event(body, type="Warning", reason=exc.reason, message=exc.message)
         logger.warning("%s: %s; nothing dropped", exc.reason, exc.message)

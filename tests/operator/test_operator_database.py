@@ -16,7 +16,8 @@ import pytest
 from hello_operator import database, hosting, naming, reconcile, runtime
 from hypothesis import given
 from hypothesis import strategies as st
-from operator_support import PG_ADMIN_URL, Cluster
+from operator_support import PG_ADMIN_URL, Cluster, eventually
+from test_operator_integration import BOTS, bot_manifest, create_token_secret, wait_condition
 from test_operator_units import add_token, clients, http
 
 __all__ = ["clients", "http"]  # the fixtures, shared with the unit tests
@@ -388,3 +389,26 @@ async def test_a_hyphenated_namespace_with_older_bots_adopts_its_hosts_database(
     )
     target = await hosting.ensure_hosts_database(clients.kube, PG_ADMIN_URL, "pg", 5432, bot)
     assert target.database == legacy
+
+
+@pytest.mark.usefixtures("running_operator")
+async def test_deleting_with_delete_policy_drops_nothing_that_is_not_the_bots(
+    cluster: Cluster,
+) -> None:
+    """The bot's name exists but was never its own (someone else made it): the bot is blocked
+    with the reason, and its deletion with `deletionPolicy: Delete` keeps that database."""
+    squatted = database.DatabaseTarget.for_bot(cluster.ns, "leaving")
+    await fetch(f'CREATE DATABASE "{squatted.database}"')
+    await create_token_secret(cluster, "leaving")
+    await cluster.create(BOTS, "telegrambots", bot_manifest("leaving", deletionPolicy="Delete"))
+    await wait_condition(cluster, "leaving", "Ready", database.OWNED_BY_ANOTHER)
+
+    await cluster.delete(BOTS, "telegrambots", "leaving")
+
+    async def gone() -> bool:
+        return await cluster.bot("leaving") is None
+
+    await eventually(gone, what="TelegramBot released by its finalizer")
+    assert await database.database_exists(PG_ADMIN_URL, squatted)
+    said = [e for e in await cluster.events() if e.get("reason") == database.OWNED_BY_ANOTHER]
+    assert any("stays untouched" in e.get("message", "") for e in said)
