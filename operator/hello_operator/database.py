@@ -13,9 +13,11 @@ connect to it. Claims run one at a time under an advisory lock.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import re
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -160,22 +162,34 @@ async def _create_registry(admin_url: str) -> asyncpg.Connection:
     return await _registry_connection(admin_url)
 
 
+def _local_lock() -> asyncio.Lock:
+    """Claims of this process wait here, not each on a connection of its own (kopf resumes
+    every bot at once on start-up); one per event loop, as an asyncio.Lock is bound to one."""
+    return _LOCAL_LOCKS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+
+
+_LOCAL_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 @contextlib.asynccontextmanager
 async def _registry(admin_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A transaction on the registry holding its lock. The connection may also run DDL on
     roles (transactional); CREATE and DROP DATABASE run after it, outside any transaction."""
-    conn = await _registry_connection(admin_url)
-    try:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", REGISTRY_LOCK)
-            for statement in REGISTRY_SCHEMA:
-                await conn.execute(statement)
-            await conn.execute(
-                "INSERT INTO epoch SELECT now() WHERE NOT EXISTS (SELECT FROM epoch)"
-            )
-            yield conn
-    finally:
-        await conn.close()
+    async with _local_lock():
+        conn = await _registry_connection(admin_url)
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", REGISTRY_LOCK)
+                for statement in REGISTRY_SCHEMA:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO epoch SELECT now() WHERE NOT EXISTS (SELECT FROM epoch)"
+                )
+                yield conn
+        finally:
+            await conn.close()
 
 
 async def _holder(conn: asyncpg.Connection, name: str) -> tuple[str, str] | None:
