@@ -1,6 +1,7 @@
 """Where each bot of the host keeps its rows.
 
-On PostgreSQL a schema and a role per bot, made by `migrate` (idempotently): the login role owns
+On PostgreSQL a schema and a role per bot, made by `migrate` (idempotently; under the operator the
+role is the operator's, made before the bot joins its host): the login role owns
 each schema and its tables (it runs the migrations); the bot's role may only use its own schema
 and read and write its rows. The login role is granted every bot role, which is what lets a unit
 of work switch to one (`bot.db.scope`). On SQLite (local use) a database file per bot.
@@ -26,7 +27,9 @@ def schema_name(bot_name: str) -> str:
 
 def role_name(database: str, bot_name: str) -> str:
     """Roles belong to the whole cluster, not to a database: two hosts (two databases) may have a
-    bot of the same name, so the role names the database too (hashed: names stay short)."""
+    bot of the same name, so the role names the database too (hashed: names stay short). One
+    role per (database, bot): bot names ([a-z0-9-]{1,40}, bot/bots_dir.py) have no `@` and keep
+    the name under PostgreSQL's 63 bytes, so it is never cut short."""
     digest = hashlib.sha256(database.encode()).hexdigest()[:8]
     return f"bot_{bot_name}@{digest}"
 
@@ -70,12 +73,18 @@ async def provision(connection: AsyncConnection, scope: DataScope) -> None:
     statements = [
         # CREATE ROLE has no IF NOT EXISTS; a concurrent migrate is serialised by the caller's
         # advisory lock, so checking first is enough.
+        # Under the operator the role exists already, made and granted by the admin (the login
+        # role runs tenant code, so it may not create or grant roles); GRANT would then need
+        # the admin option. Without the operator (the chart's `bot.mode=host`) both happen here:
+        # on PostgreSQL 16+ a CREATEROLE creator holds only the admin option, not SET ROLE.
         f"""DO $$ BEGIN
               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_literal(scope.role)}) THEN
                 CREATE ROLE {role} NOLOGIN;
               END IF;
+              IF NOT pg_has_role(CURRENT_USER, {_literal(scope.role)}, {_SET_ROLE}) THEN
+                GRANT {role} TO CURRENT_USER;
+              END IF;
             END $$""",
-        f"GRANT {role} TO CURRENT_USER",
         f"CREATE SCHEMA IF NOT EXISTS {schema}",
         f"REVOKE ALL ON SCHEMA {schema} FROM PUBLIC",
         f"GRANT USAGE ON SCHEMA {schema} TO {role}",
@@ -88,6 +97,13 @@ async def provision(connection: AsyncConnection, scope: DataScope) -> None:
     ]
     for statement in statements:
         await connection.execute(text(statement))
+
+
+# The privilege that lets a role SET ROLE to another: `SET` from PostgreSQL 16 (where a
+# membership may lack it), `MEMBER` before (which always carried it).
+_SET_ROLE = (
+    "CASE WHEN current_setting('server_version_num')::int >= 160000 THEN 'SET' ELSE 'MEMBER' END"
+)
 
 
 def _literal(value: str) -> str:

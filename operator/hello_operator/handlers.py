@@ -10,6 +10,7 @@ import asyncpg
 import kopf
 
 from hello_operator import (
+    adoption,
     children,
     conditions,
     database,
@@ -256,17 +257,21 @@ async def delete_bot(
         logger.warning("no SHARED_POSTGRES_ADMIN_URL: cannot drop the database; kept")
         return
     admin_url = clients.config.shared_postgres_admin_url
-    target = database.DatabaseTarget.for_bot(namespace, name)
-    hosts = hosting.hosts_database(namespace).database
+    owner = database.Owner.of(body)
     try:
+        target = await adoption.bot_target(clients.kube, admin_url, body)
+        hosts = await adoption.hosts_target(clients.kube, admin_url, namespace)
         # Both stores: a bot that switched runtimes has rows in each.
-        await database.drop_database(admin_url, target)
-        await database.drop_tenant(admin_url, hosts, name)
+        await database.drop_database(admin_url, target, owner=owner)
+        await database.drop_tenant(admin_url, hosts.database, owner)
+    except database.Refused as exc:
+        # Never someone else's: kept, said, and the deletion goes on (retrying cannot help).
+        kopf.event(body, type="Warning", reason=exc.reason, message=exc.message)
+        logger.warning("%s: %s; nothing dropped", exc.reason, exc.message)
+        return
     except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
-        raise kopf.TemporaryError(
-            f"dropping {target.database}: {exc}", delay=backoff(retry)
-        ) from exc
-    logger.info("dropped database and role %s and schema %s", target.database, name)
+        raise kopf.TemporaryError(f"dropping the database: {exc}", delay=backoff(retry)) from exc
+    logger.info("dropped database and role %s and schema of %s", target.database, name)
 
 
 def _status_hosts(status: kopf.Status, logger: kopf.Logger) -> set[str]:

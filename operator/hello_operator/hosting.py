@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from hello_operator import database, host_children
+from hello_operator import adoption, database, host_children
 from hello_operator.kube import KubeClient, collection_path, object_path
 from hello_operator.pod_shape import BotPod
 
@@ -63,21 +63,16 @@ def _owners(obj: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     return list(((obj or {}).get("metadata") or {}).get("ownerReferences") or [])
 
 
-def hosts_database(namespace: str) -> database.DatabaseTarget:
-    """One database for all hosts of a namespace: `__` cannot occur in a bot's own database name
-    (TelegramBot names are DNS labels), so no bot's database is ever this one."""
-    ident = database.identifier(f"tgbot_{namespace}__hosts")
-    return database.DatabaseTarget(database=ident, role=ident)
-
-
 async def ensure_hosts_database(
     kube: KubeClient, admin_url: str, host: str, port: int, bot: Mapping[str, Any]
-) -> None:
-    """The hosts' database and its login role (CREATEROLE: `migrate` makes a role per bot), and
-    the Secret with its DATABASE_URL, which the Shared bots of the namespace own together."""
+) -> database.DatabaseTarget:
+    """The hosts' database and its login role, the Secret with its DATABASE_URL, which the Shared
+    bots of the namespace own together, and this bot's role there (made by the operator: the
+    hosts role runs tenant code and may not create or alter roles)."""
     namespace = bot["metadata"]["namespace"]
     path = object_path("v1", "Secret", namespace, host_children.DATABASE_SECRET)
     async with _lock(namespace, host_children.DATABASE_SECRET):
+        target = await adoption.hosts_target(kube, admin_url, namespace)
         current = await kube.get(path)
         data = (current or {}).get("data") or {}
         password = (
@@ -85,7 +80,6 @@ async def ensure_hosts_database(
             if "DATABASE_PASSWORD" in data
             else secrets.token_urlsafe(24)
         )
-        target = hosts_database(namespace)
         url = target.url(password=password, host=host, port=port)
         owners = host_children.merged_owners(_owners(current), host_children.owner_reference(bot))
         secret = {
@@ -100,9 +94,16 @@ async def ensure_hosts_database(
             "type": "Opaque",
             "data": {"DATABASE_PASSWORD": _encode(password), "DATABASE_URL": _encode(url)},
         }
-        if current is None or owners != _owners(current) or "DATABASE_URL" not in data:
+        if (
+            current is None
+            or owners != _owners(current)
+            or data.get("DATABASE_URL") != _encode(url)
+        ):
             await kube.apply(secret)
-        await database.ensure_database(admin_url, target, password, create_roles=True)
+        owner = database.Owner(namespace)
+        await database.ensure_database(admin_url, target, password, owner=owner)
+        await database.ensure_tenant_role(admin_url, target, database.Owner.of(bot))
+    return target
 
 
 async def _apply_host(

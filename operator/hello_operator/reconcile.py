@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import kopf
 
-from hello_operator import children, conditions, database, references
+from hello_operator import adoption, children, conditions, database, references
 from hello_operator.kube import KubeClient, object_path
 from hello_operator.settings import GROUP, VERSION, OperatorConfig
 from hello_operator.telegram import TelegramClient
@@ -221,16 +221,24 @@ async def check_references(clients: Clients, namespace: str, spec: Mapping[str, 
 
 
 async def ensure_generated_secret(
-    clients: Clients, owner: kopf.Body, spec: Mapping[str, Any]
+    clients: Clients,
+    owner: kopf.Body,
+    spec: Mapping[str, Any],
+    *,
+    target: database.DatabaseTarget | None = None,
+    retry: int = 0,
 ) -> dict[str, str]:
-    """Webhook secret and database password are generated once and then kept in a Secret."""
+    """Webhook secret and database password are generated once and then kept in a Secret.
+
+    `target`: the bot's database, if the caller has it already (`owned_database`)."""
     name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
     existing = await clients.kube.read_secret(namespace, children.generated_secret_name(name)) or {}
     values = dict(existing)
     values.setdefault("WEBHOOK_SECRET", secrets.token_urlsafe(32))
     if children.database_mode(spec) == "Shared":
+        target = target or await owned_database(clients, owner, retry)
         values.setdefault("DATABASE_PASSWORD", secrets.token_urlsafe(24))
-        values["DATABASE_URL"] = database.DatabaseTarget.for_bot(namespace, name).url(
+        values["DATABASE_URL"] = target.url(
             password=values["DATABASE_PASSWORD"],
             host=clients.config.shared_postgres_host,
             port=clients.config.shared_postgres_port,
@@ -240,18 +248,40 @@ async def ensure_generated_secret(
     return values
 
 
-async def provision_database(
-    clients: Clients, namespace: str, name: str, password: str, retry: int
-) -> None:
-    target = database.DatabaseTarget.for_bot(namespace, name)
+def database_blocked(exc: Exception, retry: int, *, retry_after: float) -> Blocked:
+    """A database step's failure as a condition: someone else's name, or the server."""
+    if isinstance(exc, database.Refused):
+        return Blocked(exc.reason, exc.message, retry_after=retry_after)
+    return Blocked(
+        "DatabaseUnavailable",
+        f"shared PostgreSQL: {type(exc).__name__}: {exc}",
+        retry_after=backoff(retry),
+    )
+
+
+DATABASE_ERRORS = (database.Refused, asyncpg.PostgresError, OSError, TimeoutError)
+
+
+async def owned_database(clients: Clients, owner: kopf.Body, retry: int) -> database.DatabaseTarget:
+    """The bot's own database and role in the shared PostgreSQL (claimed, or adopted from the
+    previous operator's name, on first use)."""
+    config = clients.config
     try:
-        await database.ensure_database(clients.config.shared_postgres_admin_url, target, password)
-    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
-        raise Blocked(
-            "DatabaseUnavailable",
-            f"shared PostgreSQL: {type(exc).__name__}: {exc}",
-            retry_after=backoff(retry),
-        ) from exc
+        return await adoption.bot_target(clients.kube, config.shared_postgres_admin_url, owner)
+    except DATABASE_ERRORS as exc:
+        raise database_blocked(exc, retry, retry_after=config.blocked_retry_seconds) from exc
+
+
+async def provision_database(
+    clients: Clients, owner: kopf.Body, target: database.DatabaseTarget, password: str, retry: int
+) -> None:
+    config = clients.config
+    try:
+        await database.ensure_database(
+            config.shared_postgres_admin_url, target, password, owner=database.Owner.of(owner)
+        )
+    except DATABASE_ERRORS as exc:
+        raise database_blocked(exc, retry, retry_after=config.blocked_retry_seconds) from exc
 
 
 def backoff(retry: int) -> float:
@@ -363,9 +393,12 @@ async def reconcile_dedicated(
     """
     name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
     await check_references(clients, namespace, spec)
-    values = await ensure_generated_secret(clients, owner, spec)
     if children.database_mode(spec) == "Shared":
-        await provision_database(clients, namespace, name, values["DATABASE_PASSWORD"], retry)
+        target = await owned_database(clients, owner, retry)
+        values = await ensure_generated_secret(clients, owner, spec, target=target, retry=retry)
+        await provision_database(clients, owner, target, values["DATABASE_PASSWORD"], retry)
+    else:
+        await ensure_generated_secret(clients, owner, spec)
 
     kube = clients.kube
     await kube.apply(adopt(children.render_service(name), owner))

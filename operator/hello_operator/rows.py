@@ -5,7 +5,8 @@ The operator copies as the admin, table by table: the columns both stores have (
 stores migrated by different images still copy), streamed from the source in batches into a
 temporary table of the target and merged from there. A conflict keeps the newer row, so a copy
 can run again (after a crash, or as the final sync once the old target let go) and changes
-nothing that is already there. Only the bot's own schema is named in any statement.
+nothing that is already there. Only the bot's own schema is named in any statement, and only in
+the databases the registry says are the bot's and its namespace's (`adoption`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from hello_operator import database, hosting
+from hello_operator import database
 
 BATCH_ROWS = 1000
 EPOCH_MS = "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000 AS BIGINT)"
@@ -54,11 +55,12 @@ class Store:
     schema: str
 
 
-def store(runtime: str, namespace: str, name: str) -> Store:
-    """Where `runtime` keeps the bot's rows (the Dedicated one when database.mode is Shared)."""
+def store(runtime: str, name: str, *, own: str, hosts: str) -> Store:
+    """Where `runtime` keeps the bot's rows, given the databases it owns (`adoption`): its own
+    database `own` (Dedicated) or its schema of the namespace's hosts database `hosts`."""
     if runtime == "Shared":
-        return Store(hosting.hosts_database(namespace).database, database.tenant_schema(name))
-    return Store(database.DatabaseTarget.for_bot(namespace, name).database, "public")
+        return Store(hosts, database.tenant_schema(name))
+    return Store(own, "public")
 
 
 class CopyError(Exception):

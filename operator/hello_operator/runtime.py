@@ -21,9 +21,19 @@ from typing import Any
 import asyncpg
 import kopf
 
-from hello_operator import children, conditions, host_children, hosting, pickup, references, rows
+from hello_operator import (
+    adoption,
+    children,
+    conditions,
+    host_children,
+    hosting,
+    pickup,
+    references,
+    rows,
+)
 from hello_operator.kube import object_path
 from hello_operator.reconcile import (
+    DATABASE_ERRORS,
     Blocked,
     Clients,
     Outcome,
@@ -32,6 +42,7 @@ from hello_operator.reconcile import (
     backoff,
     change_status,
     check_references,
+    database_blocked,
     ensure_generated_secret,
     host_ready_condition,
     invalid_reference,
@@ -178,12 +189,8 @@ async def reconcile_shared(
             config.shared_postgres_port,
             owner,
         )
-    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
-        raise Blocked(
-            "DatabaseUnavailable",
-            f"shared PostgreSQL: {type(exc).__name__}: {exc}",
-            retry_after=backoff(retry),
-        ) from exc
+    except DATABASE_ERRORS as exc:
+        raise database_blocked(exc, retry, retry_after=config.blocked_retry_seconds) from exc
     image = str(spec["image"])
     member = await hosting.join(
         kube,
@@ -370,11 +377,19 @@ async def follow_rows(
             kopf.event(owner, type="Warning", reason="RowsNotCopied", message=message)
             await _record(clients, namespace, name, record | {"message": message})
         return
+    admin_url = clients.config.shared_postgres_admin_url
+    try:
+        own = await adoption.bot_target(clients.kube, admin_url, owner)
+        hosts = await adoption.hosts_target(clients.kube, admin_url, namespace)
+    except DATABASE_ERRORS as exc:
+        raise database_blocked(
+            exc, retry, retry_after=clients.config.blocked_retry_seconds
+        ) from exc
     try:
         copied = await rows.copy_rows(
-            clients.config.shared_postgres_admin_url,
-            rows.store(move[0], namespace, name),
-            rows.store(move[1], namespace, name),
+            admin_url,
+            rows.store(move[0], name, own=own.database, hosts=hosts.database),
+            rows.store(move[1], name, own=own.database, hosts=hosts.database),
         )
     except (rows.CopyError, asyncpg.PostgresError, OSError, TimeoutError) as exc:
         raise Blocked(

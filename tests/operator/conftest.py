@@ -63,18 +63,48 @@ def namespace() -> str:
 
 @pytest.fixture
 async def pg_cleanup(namespace: str) -> AsyncIterator[None]:
-    """Drop whatever databases and roles this test's bots got (and only those)."""
+    """Drop whatever databases and roles this test's bots got (and only those): what the
+    operator's registry holds for the test's namespaces (`<namespace>` and `<namespace>-...`),
+    and the names made here by hand with today's or the previous operator's prefixes."""
     yield
+    await drop_namespace_databases(namespace)
+
+
+async def drop_namespace_databases(namespace: str) -> None:
     conn = await asyncpg.connect(PG_ADMIN_URL)
     try:
-        prefix = f"tgbot_{namespace}_%"
-        for (name,) in await conn.fetch(
-            "SELECT datname FROM pg_database WHERE datname LIKE $1", prefix
-        ):
+        registered: list[str] = []
+        if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'hello_operator'"):
+            registry = await asyncpg.connect(PG_ADMIN_URL, database="hello_operator")
+            try:
+                if await registry.fetchval("SELECT to_regclass('owners') IS NOT NULL"):
+                    registered = [
+                        row[0]
+                        for row in await registry.fetch(
+                            "DELETE FROM owners WHERE namespace = $1 OR namespace LIKE $2"
+                            " RETURNING name",
+                            namespace,
+                            f"{namespace}-%",
+                        )
+                    ]
+            finally:
+                await registry.close()
+        patterns = [f"{prefix}{namespace}%" for prefix in ("tgbot_", "tgb_", "tgh_")]
+        databases = registered + [
+            row[0]
+            for row in await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE ANY($1::text[])", patterns
+            )
+        ]
+        for name in databases:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        for (name,) in await conn.fetch(
-            "SELECT rolname FROM pg_roles WHERE rolname LIKE $1", prefix
-        ):
+        roles = registered + [
+            row[0]
+            for row in await conn.fetch(
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE ANY($1::text[])", patterns
+            )
+        ]
+        for name in roles:
             await conn.execute(f'DROP ROLE IF EXISTS "{name}"')
     finally:
         await conn.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import aiohttp
 import asyncpg
 import kubernetes_validate
 import pytest
-from hello_operator import children, database, host_children, hosting
+from hello_operator import children, database, host_children, hosting, naming
 from hello_operator.kube import KubeClient
 from hello_operator.pod_shape import load_bot_pod
 from operator_support import PG_ADMIN_URL, Cluster, StampingEmulator
@@ -144,62 +143,63 @@ def test_tenant_names_are_the_hosts() -> None:
     )
 
 
-@pytest.fixture
-async def hosts_db() -> AsyncIterator[str]:
-    name = f"tgbot_t{uuid.uuid4().hex[:10]}__hosts"
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'DROP ROLE IF EXISTS "{tenants.role_name(name, "gone")}"')
-        await admin.close()
+async def hosts_of(namespace: str, password: str) -> database.DatabaseTarget:
+    """The namespace's hosts database and login role, as the operator makes them."""
+    name = await database.claim(
+        PG_ADMIN_URL, database.HOSTS, database.Owner(namespace), naming.hosts_database(namespace)
+    )
+    target = database.DatabaseTarget.named(name)
+    await database.ensure_database(PG_ADMIN_URL, target, password, owner=database.Owner(namespace))
+    return target
 
 
-async def test_drop_tenant_removes_the_bots_schema_and_role_only(hosts_db: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_URL, database=hosts_db)
+async def test_drop_tenant_removes_the_bots_schema_and_role_only(
+    namespace: str, pg_cleanup: None
+) -> None:
+    hosts = await hosts_of(namespace, "pw")
+    bots = {bot: database.Owner(namespace, bot, f"uid-{bot}") for bot in ("gone", "stays")}
+    conn = await asyncpg.connect(PG_ADMIN_URL, database=hosts.database)
     try:
-        for bot in ("gone", "stays"):
-            schema, role = tenants.schema_name(bot), tenants.role_name(hosts_db, bot)
-            await conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
+        for bot, owner in bots.items():
+            role = await database.ensure_tenant_role(PG_ADMIN_URL, hosts, owner)
+            schema = tenants.schema_name(bot)
             await conn.execute(f'CREATE SCHEMA "{schema}"')
             await conn.execute(f'CREATE TABLE "{schema}".users (id int)')
             await conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
             await conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
 
-        await database.drop_tenant(PG_ADMIN_URL, hosts_db, "gone")
-        await database.drop_tenant(PG_ADMIN_URL, hosts_db, "gone")  # nothing left: no error
+        # Another namespace's bot of the same name: neither its schema nor role is dropped.
+        with pytest.raises(database.NotOwned):
+            await database.drop_tenant(
+                PG_ADMIN_URL, hosts.database, database.Owner(f"{namespace}-x", "gone")
+            )
+        await database.drop_tenant(PG_ADMIN_URL, hosts.database, bots["gone"])
+        await database.drop_tenant(PG_ADMIN_URL, hosts.database, bots["gone"])  # no error
 
         schemas = {r[0] for r in await conn.fetch("SELECT nspname FROM pg_namespace")}
         assert "bot_gone" not in schemas
         assert "bot_stays" in schemas
         roles = {r[0] for r in await conn.fetch("SELECT rolname FROM pg_roles")}
-        assert tenants.role_name(hosts_db, "gone") not in roles
-        assert tenants.role_name(hosts_db, "stays") in roles
+        assert tenants.role_name(hosts.database, "gone") not in roles
+        assert tenants.role_name(hosts.database, "stays") in roles
     finally:
         await conn.execute('DROP SCHEMA IF EXISTS "bot_stays" CASCADE')
-        await conn.execute(f'DROP ROLE IF EXISTS "{tenants.role_name(hosts_db, "stays")}"')
         await conn.close()
     # A namespace that never had a Shared bot has no hosts' database: nothing to drop.
-    await database.drop_tenant(PG_ADMIN_URL, "tgbot_none__hosts", "gone")
-
-
-@pytest.fixture
-async def hosts_target() -> AsyncIterator[database.DatabaseTarget]:
-    target = hosting.hosts_database(f"t{uuid.uuid4().hex[:10]}")
-    yield target
-    await database.drop_tenant(PG_ADMIN_URL, target.database, "quiz")
-    await database.drop_database(PG_ADMIN_URL, target)
+    await database.drop_tenant(PG_ADMIN_URL, "tgh_none", bots["gone"])
 
 
 async def test_the_real_host_serves_what_the_operator_writes(
-    hosts_target: database.DatabaseTarget, tmp_path: Path
+    namespace: str, pg_cleanup: None, tmp_path: Path
 ) -> None:
-    """The operator's hosts database (its role may make the bots' roles), bot file and host
-    environment, given to a real `python -m bot host`: it migrates the bot and serves it."""
+    """The operator's hosts database (its role may not make roles: the operator made the bot's),
+    bot file and host environment, given to a real `python -m bot host`: it migrates the bot
+    and serves it."""
     password = "pw-" + uuid.uuid4().hex
-    await database.ensure_database(PG_ADMIN_URL, hosts_target, password, create_roles=True)
+    hosts_target = await hosts_of(namespace, password)
+    await database.ensure_tenant_role(
+        PG_ADMIN_URL, hosts_target, database.Owner(namespace, "quiz", "uid-quiz")
+    )
     bots = tmp_path / "bots"
     bots.mkdir()
     token, secret = "5550101:AAquiz_token_0123456789abcdefghijklmn", "quiz-secret-" + "x" * 20

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from hello_operator import children, database, host_children, hosting, rows
+from hello_operator import children, database, host_children, rows
 from operator_support import (
     PG_ADMIN_URL,
     Cluster,
@@ -71,38 +71,54 @@ class Stores:
 
     def shared(self, password: str = PASSWORD, name: str = "") -> DataScope:
         """Its schema in the hosts' database: the host's login role, SET LOCAL ROLE per unit."""
-        engine = self.engine(hosting.hosts_database(self.namespace), password)
+        engine = self.engine(database.DatabaseTarget.for_hosts(self.namespace), password)
         return postgres_scope(engine, name or self.name)
+
+    async def provision(self, hosts_too: bool = True) -> None:
+        """What the operator does: the bot's database, the hosts' one and the bot's role there."""
+        bot = database.Owner(self.namespace, self.name, f"uid-{self.name}")
+        await database.claim(PG_ADMIN_URL, database.BOT, bot, self.own.database)
+        await database.ensure_database(PG_ADMIN_URL, self.own, PASSWORD, owner=bot)
+        if not hosts_too:
+            return
+        hosts = database.Owner(self.namespace)
+        await database.claim(PG_ADMIN_URL, database.HOSTS, hosts, self.hosts.database)
+        await database.ensure_database(PG_ADMIN_URL, self.hosts, PASSWORD, owner=hosts)
+        for name in (self.name, "other"):
+            tenant = database.Owner(self.namespace, name, f"uid-{name}")
+            await database.ensure_tenant_role(PG_ADMIN_URL, self.hosts, tenant)
+
+    @property
+    def own(self) -> database.DatabaseTarget:
+        return database.DatabaseTarget.for_bot(self.namespace, self.name)
+
+    @property
+    def hosts(self) -> database.DatabaseTarget:
+        return database.DatabaseTarget.for_hosts(self.namespace)
 
     async def create(self) -> tuple[DataScope, DataScope]:
         """Both databases made and migrated (what the operator and the Jobs do in a cluster)."""
-        await database.ensure_database(
-            PG_ADMIN_URL, database.DatabaseTarget.for_bot(self.namespace, self.name), PASSWORD
-        )
-        await database.ensure_database(
-            PG_ADMIN_URL, hosting.hosts_database(self.namespace), PASSWORD, create_roles=True
-        )
+        await self.provision()
         dedicated, shared = self.dedicated(), self.shared()
         await upgrade_to_head(dedicated.engine)
         await upgrade_to_head(shared.engine, shared)
         return dedicated, shared
 
-    def store(self, runtime: str) -> rows.Store:
-        return rows.store(runtime, self.namespace, self.name)
+    def store(self, runtime: str, name: str = "") -> rows.Store:
+        name = name or self.name
+        own = database.DatabaseTarget.for_bot(self.namespace, name).database
+        return rows.store(runtime, name, own=own, hosts=self.hosts.database)
 
-    async def close(self, tenants: tuple[str, ...]) -> None:
+    async def close(self) -> None:
         for engine in self.engines:
             await engine.dispose()
-        hosts = hosting.hosts_database(self.namespace).database
-        for tenant in tenants:  # roles outlive databases; pg_cleanup knows only tgbot_ ones
-            await database.drop_tenant(PG_ADMIN_URL, hosts, tenant)
 
 
 @pytest.fixture
 async def stores(namespace: str, pg_cleanup: None) -> AsyncIterator[Stores]:
     made = Stores(namespace, "mover")
     yield made
-    await made.close(("mover", "other"))
+    await made.close()
 
 
 async def welcomed_back(scope: DataScope, profile: UserProfile, name: str = "mover") -> bool:
@@ -211,7 +227,7 @@ async def test_other_tenants_schemas_are_untouched(stores: Stores) -> None:
     await stores.create()
     other = stores.shared(name="other")
     await upgrade_to_head(other.engine, other)
-    other_store = rows.store("Shared", stores.namespace, "other")
+    other_store = stores.store("Shared", "other")
     await add_user(other_store, 1, "other's ann", T0 + timedelta(days=1))
     await add_user(stores.store("Dedicated"), 1, "ann", T0)
     await add_user(stores.store("Dedicated"), 2, "bob", T0)
@@ -265,18 +281,13 @@ async def test_the_copied_rows_are_the_bots_own_in_either_store(stores: Stores) 
 async def test_a_target_not_migrated_is_an_error_a_missing_source_copies_nothing(
     stores: Stores,
 ) -> None:
-    await database.ensure_database(
-        PG_ADMIN_URL, database.DatabaseTarget.for_bot(stores.namespace, "mover"), PASSWORD
-    )
+    await stores.provision()
     await upgrade_to_head(stores.dedicated().engine)
     await add_user(stores.store("Dedicated"), 1, "ann", T0)
-    await database.ensure_database(
-        PG_ADMIN_URL, hosting.hosts_database(stores.namespace), PASSWORD, create_roles=True
-    )
     with pytest.raises(rows.CopyError, match="not migrated"):
         await rows.copy_rows(PG_ADMIN_URL, stores.store("Dedicated"), stores.store("Shared"))
     # A bot with no database of its own (External before, or never Dedicated): nothing to copy.
-    nowhere = rows.store("Dedicated", stores.namespace, "never-dedicated")
+    nowhere = stores.store("Dedicated", "never-dedicated")
     copied = await rows.copy_rows(PG_ADMIN_URL, nowhere, stores.store("Dedicated"))
     assert copied == {"users": 0, "update_claims": 0}
 

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 from conftest import operator_with
-from hello_operator import children, database, host_children, hosting
+from hello_operator import children, database, host_children
 from operator_support import (
     BOT_TOKEN,
     PG_ADMIN_URL,
@@ -189,15 +189,18 @@ async def test_shared_bot_gets_a_host_with_its_key(
     assert ingress_routes(ingress) == {f"/webhook/{BOT_ID}": HOST_1}
     assert printer_columns(crd, bot)["Host"] == HOST_1
 
-    # The hosts' database opens with the URL the host gets, and its role may make the bots'.
+    # The hosts' database opens with the URL the host gets; its role runs tenant code, so it may
+    # not make roles (the operator made the bot's, and granted it to the hosts role).
     secret = await cluster.get("v1", "secrets", host_children.DATABASE_SECRET)
     url = base64.b64decode(secret["data"]["DATABASE_URL"]).decode()
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         assert await conn.fetchval("SELECT current_database()") == (
-            hosting.hosts_database(cluster.ns).database
+            database.DatabaseTarget.for_hosts(cluster.ns).database
         )
-        assert await conn.fetchval("SELECT rolcreaterole FROM pg_roles WHERE rolname = user")
+        assert not await conn.fetchval("SELECT rolcreaterole FROM pg_roles WHERE rolname = user")
+        role = database.tenant_role(database.DatabaseTarget.for_hosts(cluster.ns).database, "alpha")
+        assert await conn.fetchval("SELECT pg_has_role(user, $1, 'MEMBER')", role)
     finally:
         await conn.close()
     assert_token_hidden(emulator, caplog)
@@ -421,13 +424,13 @@ async def test_deleting_a_shared_bot_with_delete_policy_drops_only_its_schema(
         await JobController(cluster).succeed(host_children.job_name(name, IMAGE_1))
     await DeploymentController(cluster).report(HOST_1)
     await served_by(cluster, "doomed", HOST_1)
-    # What `migrate` makes for each bot of the host (no Job runs in the emulator).
-    hosts_db = hosting.hosts_database(cluster.ns).database
+    # The operator made each bot's role; `migrate` makes its schema (no Job runs in the emulator).
+    hosts_db = database.DatabaseTarget.for_hosts(cluster.ns).database
     conn = await asyncpg.connect(PG_ADMIN_URL, database=hosts_db)
     try:
         for name in ("doomed", "kept"):
             role = database.tenant_role(hosts_db, name)
-            await conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
+            assert await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
             await conn.execute(f'CREATE SCHEMA "{database.tenant_schema(name)}"')
 
         await cluster.delete(BOTS, "telegrambots", "doomed")

@@ -18,6 +18,7 @@ from hello_operator import (
     database,
     handlers,
     health,
+    naming,
     pickup,
     reconcile,
     runtime,
@@ -133,26 +134,25 @@ async def test_telegram_errors_never_carry_the_token(
     assert str(caught.value).startswith("getWebhookInfo failed: ")
 
 
-def test_identifiers_are_safe_and_bounded() -> None:
-    assert database.identifier("tgbot_bots_echo-bot") == "tgbot_bots_echo_bot"
-    long = database.identifier("tgbot_" + "n" * 80)
-    assert len(long) == 63
-    assert long != database.identifier("tgbot_" + "n" * 81)
+def test_quoting_is_safe() -> None:
     assert database.quote_ident('a"b') == '"a""b"'
     assert database.quote_literal("it's") == "'it''s'"
 
 
 async def test_database_provisioning_is_idempotent(namespace: str, pg_cleanup: None) -> None:
-    target = database.DatabaseTarget.for_bot(namespace, "unit")
-    assert await database.ensure_database(PG_ADMIN_URL, target, "first-pass") is True
-    assert await database.ensure_database(PG_ADMIN_URL, target, "second-pass") is False
+    owner = database.Owner(namespace, "unit", "uid-unit")
+    name = naming.bot_database(namespace, "unit")
+    assert await database.claim(PG_ADMIN_URL, database.BOT, owner, name) == name
+    target = database.DatabaseTarget.named(name)
+    assert await database.ensure_database(PG_ADMIN_URL, target, "first-pass", owner=owner) is True
+    assert await database.ensure_database(PG_ADMIN_URL, target, "second-pass", owner=owner) is False
     url = target.url(password="second-pass", host="127.0.0.1", port=5432)
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     assert await conn.fetchval("SELECT current_user") == target.role
     await conn.close()
-    await database.drop_database(PG_ADMIN_URL, target)
+    await database.drop_database(PG_ADMIN_URL, target, owner=owner)
     assert await database.database_exists(PG_ADMIN_URL, target) is False
-    await database.drop_database(PG_ADMIN_URL, target)  # already gone: still fine
+    await database.drop_database(PG_ADMIN_URL, target, owner=owner)  # already gone: still fine
 
 
 @pytest.fixture
@@ -220,7 +220,14 @@ async def test_create_handler_converges_when_run_again(
     for _ in range(2):
         patch = kopf.Patch()
         with pytest.raises(kopf.TemporaryError):
-            await handlers.create_bot(body=bot, status=bot.status, patch=patch, memo=memo, retry=0)
+            await handlers.create_bot(
+                body=bot,
+                status=bot.status,
+                patch=patch,
+                memo=memo,
+                retry=0,
+                webhook_host_claims={},  # no bot claims a webhook host
+            )
         assert patch["status"]["phase"] == "Migrating"
         stored = await cluster.bot("again")
         assert stored is not None
