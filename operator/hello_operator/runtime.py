@@ -28,6 +28,7 @@ from hello_operator import (
     host_children,
     hosting,
     pickup,
+    policy,
     references,
     rows,
 )
@@ -73,6 +74,9 @@ async def reconcile(
     problems = children.validate_spec(spec)
     if problems:
         raise Blocked("InvalidSpec", "; ".join(problems), retry_after=None)
+    refused = clients.config.policy.problems(spec)
+    if refused:
+        raise Blocked(policy.REASON, "; ".join(refused), retry_after=None)
     previous_host = str(status.get("host") or "")
     if children.runtime(spec) == "Shared":
         return await reconcile_shared(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from hello_operator.pod_shape import BotPod, chart_dir, load_bot_pod
+from hello_operator.policy import Policy
 
 GROUP = "hello-bot.dev"
 VERSION = "v1alpha1"
@@ -45,6 +46,8 @@ class OperatorConfig:
     host_pickup_poll_seconds: float = 5.0
     # The bot's Pod shape, from the Helm chart's files (pod_shape explains where they are).
     bot_pod: BotPod = field(default_factory=load_bot_pod)
+    # What a TelegramBot may ask for (ALLOWED_IMAGES, ALLOWED_INGRESS_ANNOTATIONS; policy.py).
+    policy: Policy = field(default_factory=Policy)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -74,4 +77,8 @@ class OperatorConfig:
                 env.get("HOST_PICKUP_POLL_SECONDS", cls.host_pickup_poll_seconds)
             ),
             bot_pod=load_bot_pod(chart_dir(env)),
+            policy=Policy.parse(
+                images=env.get("ALLOWED_IMAGES", ""),
+                annotations=env.get("ALLOWED_INGRESS_ANNOTATIONS", ""),
+            ),
         )
