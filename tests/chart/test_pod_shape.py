@@ -38,14 +38,17 @@ ALLOWED: dict[str, str] = {
     "template.spec.containers[bot].envFrom*": (
         "the chart keeps non-secret settings in a ConfigMap; this test merges its data into env"
     ),
-    "template.spec.containers[bot].env[WEBHOOK_SECRET].*": (
-        "the chart's Secret holds it under `webhook-secret`; the operator generates one per bot "
-        "into `<name>-generated`, and none for polling (only `serve` checks it)"
-    ),
     "template.spec.containers[bot].env[DATABASE_*": (
-        "the chart composes DATABASE_URL from its PostgreSQL and DATABASE_PASSWORD; the operator "
+        "the chart's DATABASE_URL names its PostgreSQL, the password is a file; the operator "
         "provisions a database per bot and keeps the whole URL in a Secret"
     ),
+    "template.spec.containers[bot].env[BOT_TOKEN].*": (
+        "the chart mounts its Secret's keys as files (SECRETS_DIR); the operator still passes the "
+        "token from the TelegramBot's Secret as a variable (operator/hello_operator/children.py)"
+    ),
+    "template.spec.containers[bot].env[SECRETS_DIR]*": "the chart's secret files (above)",
+    "template.spec.containers[bot].volumeMounts[secrets]*": "the chart's secret files (above)",
+    "template.spec.volumes[secrets]*": "the chart's secret files (above)",
     "template.spec.containers[bot].env[LOG_LEVEL]*": "the chart sets the bot's default (INFO)",
     "template.spec.containers[bot].env[OTEL_SERVICE_NAME]*": (
         "the chart sets the bot's default (PROJECT_NAME)"
@@ -56,6 +59,13 @@ ALLOWED: dict[str, str] = {
     "template.spec.containers[bot].env[OTEL_RESOURCE_ATTRIBUTES]*": (
         "the chart tags spans with Pod, namespace, node and its image tag; the operator's bots "
         "export no traces unless spec.env configures an exporter"
+    ),
+}
+# Webhook only: polling needs no secret, and neither sets one.
+ALLOWED_WEBHOOK: dict[str, str] = {
+    "template.spec.containers[bot].env[WEBHOOK_SECRET].*": (
+        "the chart mounts its Secret's `webhook-secret` as a file (SECRETS_DIR); the operator "
+        "generates one per bot into `<name>-generated` and passes it as a variable"
     ),
 }
 # Polling only: the chart always renders both; an empty WEBHOOK_URL means the same as none.
@@ -158,7 +168,7 @@ def _render_both(
 
 
 def _allowed(mode: str) -> dict[str, str]:
-    return ALLOWED | (ALLOWED_POLLING if mode == "polling" else {})
+    return ALLOWED | (ALLOWED_POLLING if mode == "polling" else ALLOWED_WEBHOOK)
 
 
 def _matches(path: str, pattern: str) -> bool:
@@ -205,7 +215,7 @@ def test_the_comparison_catches_a_one_sided_change(
     (container,) = operator["template"]["spec"]["containers"]
     container["readinessProbe"]["failureThreshold"] = 3
     del container["lifecycle"]
-    found = _unexplained(differences(chart, operator), ALLOWED)
+    found = _unexplained(differences(chart, operator), _allowed("webhook"))
     assert set(found) == {
         "template.spec.containers[bot].readinessProbe.failureThreshold",
         "template.spec.containers[bot].lifecycle.preStop.exec.command",
