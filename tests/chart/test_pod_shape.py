@@ -251,7 +251,7 @@ def test_both_read_the_shape_from_the_charts_files(
             ]
 
         chart, operator = _render_both(render_edited, operator_modules, chart_dir, "webhook")
-    assert _unexplained(differences(chart, operator), ALLOWED) == {}
+    assert _unexplained(differences(chart, operator), _allowed("webhook")) == {}
     for spec in (chart, operator):
         pod = spec["template"]["spec"]
         (container,) = pod["containers"]
