@@ -73,13 +73,17 @@ class Settings(BaseSettings):
     telegram_chat_rate_limit: float = Field(default=1.0, ge=0)
     # The bot host: one `<name>.env` file per bot (bot.bots_dir); `migrate` migrates them all.
     bots_dir: Path | None = None
+    # Where secret files were read from (load_settings sets it from the environment).
+    secrets_dir: Path | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("bot_token", "webhook_secret", "database_password", "bots_dir", mode="before")
+    @field_validator(
+        "bot_token", "webhook_secret", "database_password", "bots_dir", "secrets_dir", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -238,6 +242,7 @@ def _mask(name: str, secret: str) -> str:
 def load_settings(**overrides: object) -> Settings:
     """Read settings, turning validation errors into one ConfigError line naming the variable."""
     overrides.setdefault("_secrets_dir", secrets_dir())
+    overrides.setdefault("secrets_dir", overrides["_secrets_dir"])
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -141,7 +141,10 @@ def _run_backup(
         PGDATABASE=database,
         BACKUP_DIR=str(backup_dir),
     )
-    env["PGPASSWORD"] = ""  # a Secret in the cluster; the test server trusts local connections
+    # A mounted Secret key in the cluster; the test server trusts local connections.
+    password = backup_dir.parent / "database_password"
+    password.write_text("any: the server trusts us\\")
+    env["PGPASSWORD_FILE"] = str(password)
     env["PATH"] = f"{shims}{os.pathsep}{os.environ['PATH']}"
     env["FAKE_STAMP"] = stamp
     return subprocess.run(

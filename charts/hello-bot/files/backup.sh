@@ -5,6 +5,7 @@
 # docs/operations.md ("Back up and restore PostgreSQL") restores what this writes.
 set -eu
 if [ -n "${PGPASSWORD_FILE:-}" ]; then
+  [ -r "$PGPASSWORD_FILE" ] || { echo "backup: cannot read PGPASSWORD_FILE $PGPASSWORD_FILE" >&2; exit 1; }
   PGPASSFILE="$(umask 077 && mktemp)"
   trap 'rm -f "$PGPASSFILE"' EXIT
   # .pgpass escapes : and \ in a password.

@@ -10,6 +10,9 @@
 # environment. Reads PGHOST, PGPORT, PGDATABASE as libpq does.
 set -eu
 umask 077
+for secret in postgres_password database_password; do
+  [ -r "$SECRETS_DIR/$secret" ] || { echo "postgresql-roles: cannot read $SECRETS_DIR/$secret" >&2; exit 1; }
+done
 passfile="$(mktemp)"
 trap 'rm -f "$passfile"' EXIT
 # .pgpass escapes : and \ in a password.
