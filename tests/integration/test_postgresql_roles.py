@@ -208,7 +208,7 @@ async def test_an_older_release_moves_to_a_bot_role_that_is_no_superuser(
     with pytest.raises(DBAPIError, match="permission denied for function pg_read_binary_file"):
         await reset_role_reads_the_file(engine, "shop", path)
     # What the per-bot role does not isolate: code in the process that leaves the bot's role is
-    # the host's login, which owns every bot schema of this host (docs/security.md).
+    # the host's login, which owns every bot schema of this host (bot/db/scope.py).
     async with postgres_scope(engine, "shop").session() as session:
         await session.execute(text("RESET ROLE"))
         assert await session.scalar(text("SELECT count(*) FROM bot_news.users")) == 0

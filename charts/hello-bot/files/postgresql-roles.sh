@@ -1,5 +1,5 @@
 # The bundled PostgreSQL's roles, made so before every migration (the migration Job's first
-# container; docs/security.md, "PostgreSQL roles"), idempotently:
+# container; charts/hello-bot/README.md, "PostgreSQL roles"), idempotently:
 #   - ADMIN_USER is the superuser, for administration only (and the operator's Shared databases);
 #   - APP_USER, the bot's login, is no superuser: it owns PGDATABASE and every object in it, and
 #     has CREATEROLE only when APP_CREATEROLE is true (the bot host makes a role per bot).
