@@ -42,13 +42,10 @@ ALLOWED: dict[str, str] = {
         "the chart's DATABASE_URL names its PostgreSQL, the password is a file; the operator "
         "provisions a database per bot and keeps the whole URL in a Secret"
     ),
-    "template.spec.containers[bot].env[BOT_TOKEN].*": (
-        "the chart mounts its Secret's keys as files (SECRETS_DIR); the operator still passes the "
-        "token from the TelegramBot's Secret as a variable (operator/hello_operator/children.py)"
+    "template.spec.volumes[secrets]*": (
+        "both mount the secrets as files at the same SECRETS_DIR; the chart's come from its one "
+        "Secret, the operator's from several (the TelegramBot's token Secret, its generated one)"
     ),
-    "template.spec.containers[bot].env[SECRETS_DIR]*": "the chart's secret files (above)",
-    "template.spec.containers[bot].volumeMounts[secrets]*": "the chart's secret files (above)",
-    "template.spec.volumes[secrets]*": "the chart's secret files (above)",
     "template.spec.containers[bot].env[LOG_LEVEL]*": "the chart sets the bot's default (INFO)",
     "template.spec.containers[bot].env[OTEL_SERVICE_NAME]*": (
         "the chart sets the bot's default (PROJECT_NAME)"
@@ -59,13 +56,6 @@ ALLOWED: dict[str, str] = {
     "template.spec.containers[bot].env[OTEL_RESOURCE_ATTRIBUTES]*": (
         "the chart tags spans with Pod, namespace, node and its image tag; the operator's bots "
         "export no traces unless spec.env configures an exporter"
-    ),
-}
-# Webhook only: polling needs no secret, and neither sets one.
-ALLOWED_WEBHOOK: dict[str, str] = {
-    "template.spec.containers[bot].env[WEBHOOK_SECRET].*": (
-        "the chart mounts its Secret's `webhook-secret` as a file (SECRETS_DIR); the operator "
-        "generates one per bot into `<name>-generated` and passes it as a variable"
     ),
 }
 # Polling only: the chart always renders both; an empty WEBHOOK_URL means the same as none.
@@ -168,7 +158,7 @@ def _render_both(
 
 
 def _allowed(mode: str) -> dict[str, str]:
-    return ALLOWED | (ALLOWED_POLLING if mode == "polling" else ALLOWED_WEBHOOK)
+    return ALLOWED | (ALLOWED_POLLING if mode == "polling" else {})
 
 
 def _matches(path: str, pattern: str) -> bool:
@@ -215,7 +205,7 @@ def test_the_comparison_catches_a_one_sided_change(
     (container,) = operator["template"]["spec"]["containers"]
     container["readinessProbe"]["failureThreshold"] = 3
     del container["lifecycle"]
-    found = _unexplained(differences(chart, operator), _allowed("webhook"))
+    found = _unexplained(differences(chart, operator), ALLOWED)
     assert set(found) == {
         "template.spec.containers[bot].readinessProbe.failureThreshold",
         "template.spec.containers[bot].lifecycle.preStop.exec.command",
@@ -251,7 +241,7 @@ def test_both_read_the_shape_from_the_charts_files(
             ]
 
         chart, operator = _render_both(render_edited, operator_modules, chart_dir, "webhook")
-    assert _unexplained(differences(chart, operator), _allowed("webhook")) == {}
+    assert _unexplained(differences(chart, operator), ALLOWED) == {}
     for spec in (chart, operator):
         pod = spec["template"]["spec"]
         (container,) = pod["containers"]
