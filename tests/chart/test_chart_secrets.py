@@ -244,7 +244,7 @@ def test_lookup_of_another_release_does_not_leak_in(fake_api: FakeApiServer) -> 
     assert len(decoded["webhook-secret"]) == 48
 
 
-def test_secret_survives_uninstall(default_objects: list[Manifest]) -> None:
+def test_secret_survives_uninstall(render, default_objects: list[Manifest]) -> None:
     """The PostgreSQL PVC outlives `helm uninstall`; so must the password it was made with."""
     annotations = one(default_objects, "Secret", FULLNAME)["metadata"]["annotations"]
     assert annotations["helm.sh/resource-policy"] == "keep"
@@ -253,4 +253,6 @@ def test_secret_survives_uninstall(default_objects: list[Manifest]) -> None:
     admin = one(default_objects, "Secret", f"{FULLNAME}-postgresql-admin")
     hooks = admin["metadata"]["annotations"]["helm.sh/hook"].split(",")
     assert sorted(hooks) == ["pre-install", "pre-upgrade"]
-    assert int(admin["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
+    weight = int(admin["metadata"]["annotations"]["helm.sh/hook-weight"])
+    job = one(render(is_upgrade=True), "Job")
+    assert weight < int(job["metadata"]["annotations"]["helm.sh/hook-weight"])

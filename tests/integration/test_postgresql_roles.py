@@ -283,6 +283,19 @@ async def test_a_fresh_install_gets_a_bot_role_that_is_no_superuser(
     await assert_roles(server, createrole=False)
 
 
+def test_a_missing_password_file_fails_before_any_login(tmp_path: Path) -> None:
+    container = roles_container({})
+    env = {name: entry["value"] for name, entry in env_of(container).items()}
+    env |= {"SECRETS_DIR": str(tmp_path), "PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)}
+    (tmp_path / "database_password").write_text(APP_PASSWORD)
+    result = subprocess.run(
+        [*container["command"], *container["args"]],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot read {tmp_path}/postgres_password" in result.stderr
+
+
 async def test_a_wrong_admin_password_fails_the_job_with_a_clear_message(
     make_server: Any, tmp_path: Path
 ) -> None:
