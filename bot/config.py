@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from bot.errors import ConfigError
 
+# Names the directory of secret files (bot.config.secrets_dir): the only setting read before the
+# others, since it says where some of them are.
+SECRETS_DIR_VARIABLE = "SECRETS_DIR"
 SQLITE_DEFAULT_URL = "sqlite+aiosqlite:///./hello-bot.db"
 _TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,}$")
 
@@ -23,6 +36,8 @@ class Settings(BaseSettings):
     )
 
     bot_token: SecretStr | None = None
+    # Declared before database_url, whose validator puts it into the URL.
+    database_password: SecretStr | None = None
     database_url: SecretStr = SecretStr(SQLITE_DEFAULT_URL)
     redis_url: SecretStr = SecretStr("")
     webhook_url: str = ""
@@ -58,13 +73,17 @@ class Settings(BaseSettings):
     telegram_chat_rate_limit: float = Field(default=1.0, ge=0)
     # The bot host: one `<name>.env` file per bot (bot.bots_dir); `migrate` migrates them all.
     bots_dir: Path | None = None
+    # Where secret files were read from (load_settings sets it from the environment).
+    secrets_dir: Path | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("bot_token", "webhook_secret", "bots_dir", mode="before")
+    @field_validator(
+        "bot_token", "webhook_secret", "database_password", "bots_dir", "secrets_dir", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -83,13 +102,16 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _check_database_url(cls, value: SecretStr) -> SecretStr:
+    def _check_database_url(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         url = value.get_secret_value()
         if url.startswith(("postgres://", "postgresql://")):
             url = "postgresql+asyncpg://" + url.split("://", 1)[1]
         if not url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
             msg = "must start with postgresql+asyncpg:// or sqlite+aiosqlite://"
             raise ValueError(msg)
+        password: SecretStr | None = info.data.get("database_password")
+        if password is not None:
+            url = _with_password(url, password.get_secret_value())
         return SecretStr(url)
 
     @field_validator("redis_url")
@@ -184,6 +206,30 @@ def check_webhook_secret(secret: str) -> None:
         raise ValueError(msg)
 
 
+def _with_password(url: str, password: str) -> str:
+    """DATABASE_PASSWORD replaces the URL's password, so the URL can sit in plain configuration
+    and the password in a secret file."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        msg = "DATABASE_PASSWORD is set, but DATABASE_URL is not a PostgreSQL URL"
+        raise ValueError(msg)
+    return parsed.set(password=password).render_as_string(hide_password=False)
+
+
+def secrets_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """SECRETS_DIR: a directory of secret files, one per setting (`bot_token`, ...), as a
+    Kubernetes Secret volume mounts them; None when unset. A missing directory is an error,
+    not a silently empty source."""
+    value = (os.environ if environ is None else environ).get(SECRETS_DIR_VARIABLE, "")
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        msg = f"invalid setting {SECRETS_DIR_VARIABLE}: {value} is not a directory"
+        raise ConfigError(msg)
+    return path
+
+
 def _mask(name: str, secret: str) -> str:
     if not secret:
         return ""
@@ -195,6 +241,8 @@ def _mask(name: str, secret: str) -> str:
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings, turning validation errors into one ConfigError line naming the variable."""
+    overrides.setdefault("_secrets_dir", secrets_dir())
+    overrides.setdefault("secrets_dir", overrides["_secrets_dir"])
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -2,9 +2,15 @@
 
 `serve`, `poll` and `chat` have one scope: the database as configured. In the bot host each bot
 on PostgreSQL has a schema and a role of its own (bot.db.tenants makes them), and every unit of
-work runs as that role with that schema first on its search_path: PostgreSQL itself refuses one
-bot's statements on another bot's rows, whatever our code does. The connection pool is shared,
+work runs as that role with that schema first on its search_path. The connection pool is shared,
 so the number of connections does not grow with the number of bots.
+
+What the role isolates: our code's mistakes. A query that names another bot's schema, or a
+scope handed to the wrong bot's code, is refused by PostgreSQL rather than trusted to be right.
+What it does not: code running inside the process. Any statement may `RESET ROLE` and act as
+the host's login, which owns every bot's schema of this database (it runs the migrations); the
+login being no superuser (the chart's PostgreSQL makes it so) keeps that to this database, not
+the whole server. Tenants are kept apart by running only our code, not by this role.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ MANAGED_ENV = frozenset(
 HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 JOB_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+# The settings the operator passes from Secrets reach the bot as files in SECRETS_DIR (where the
+# chart mounts its own), never as variables: no token is in the bot's environment.
+SECRET_SETTINGS = frozenset({"BOT_TOKEN", "DATABASE_URL", "WEBHOOK_SECRET", "REDIS_URL"})
+SECRETS_DIR = "/etc/hello-bot/secrets"
 
 
 def generated_secret_name(name: str) -> str:
@@ -188,15 +192,39 @@ def bot_env(
     return env + list(spec.get("env") or [])
 
 
+def _secrets_as_files(env: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """(env, projected volume sources): each setting of SECRET_SETTINGS taken from a Secret
+    becomes the file SECRETS_DIR/<setting>. A second entry of the same name (spec.env's) stays a
+    variable, which wins over the file as it did over the first entry."""
+    kept: list[dict[str, Any]] = []
+    sources: list[Any] = []
+    for entry in env:
+        ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+        path = entry["name"].lower()
+        taken = any(s["secret"]["items"][0]["path"] == path for s in sources)
+        if entry["name"] in SECRET_SETTINGS and ref is not None and not taken:
+            item = {"key": ref["key"], "path": path}
+            sources.append({"secret": {"name": ref["name"], "items": [item]}})
+        else:
+            kept.append(entry)
+    if sources:
+        kept.append({"name": "SECRETS_DIR", "value": SECRETS_DIR})
+    return kept, sources
+
+
 def _pod_spec(container: dict[str, Any], pod: BotPod) -> dict[str, Any]:
     """Pod Security Standard `restricted` (the shape's contexts), a writable /tmp on a read-only
-    root; the migration Job runs the same image under the same restrictions."""
+    root, secrets as files; the migration Job runs the same image under the same restrictions."""
     container["securityContext"] = copy.deepcopy(dict(pod.container["securityContext"]))
     container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108 (an emptyDir)
-    return copy.deepcopy(dict(pod.pod)) | {
-        "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": pod.tmp_size_limit}}],
-    }
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": pod.tmp_size_limit}}]
+    container["env"], sources = _secrets_as_files(container["env"])
+    if sources:
+        container["volumeMounts"].append(
+            {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True}
+        )
+        volumes.append({"name": "secrets", "projected": {"defaultMode": 0o440, "sources": sources}})
+    return copy.deepcopy(dict(pod.pod)) | {"containers": [container], "volumes": volumes}
 
 
 def render_job(

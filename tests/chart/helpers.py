@@ -70,6 +70,27 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Everything the chart can render at once, beyond the variants: the operator with the bundled
+# PostgreSQL, backups, and every monitoring object (the checkov run; a ServiceMonitor and a
+# PodMonitor exclude each other, so the PodMonitor gets a render of its own).
+ALL_ON: dict[str, dict[str, Any]] = {
+    "all-on": {
+        "operator": {"enabled": True},
+        "backup": {"enabled": True},
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+            "grafanaDashboard": {"enabled": True},
+        },
+    },
+    "pod-monitor": {"metrics": {"podMonitor": {"enabled": True}}},
+}
+
+# Kinds that belong to no namespace; every other object the chart renders names its namespace.
+CLUSTER_SCOPED_KINDS = frozenset(
+    {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"}
+)
+
 Manifest = dict[str, Any]
 
 

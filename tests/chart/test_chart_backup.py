@@ -55,10 +55,14 @@ def test_cron_job_dumps_the_release_database_on_a_schedule(backup_objects: list[
         "PGUSER": "hellobot",
         "PGDATABASE": "hellobot",
     }
-    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": FULLNAME,
-        "key": "database-password",
-    }
+    # The password is a file (files/backup.sh makes it libpq's passfile), not PGPASSWORD.
+    assert "PGPASSWORD" not in env
+    spec = pod_spec(cron)
+    (secrets,) = [v for v in spec["volumes"] if v["name"] == "secrets"]
+    assert secrets["secret"]["secretName"] == FULLNAME
+    assert secrets["secret"]["items"] == [{"key": "database-password", "path": "database_password"}]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "secrets"]
+    assert env["PGPASSWORD_FILE"]["value"] == mount["mountPath"] + "/database_password"
     assert env["BACKUP_KEEP"]["value"] == "7"
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts["backups"] == env["BACKUP_DIR"]["value"] == "/backups"

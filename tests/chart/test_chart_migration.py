@@ -35,7 +35,10 @@ def test_upgrade_job_is_a_pre_upgrade_hook(render) -> None:
 
 def test_job_runs_migrate_after_postgresql_answers(default_objects: list[Manifest]) -> None:
     spec = pod_spec(_job(default_objects))
-    (wait,) = spec["initContainers"]
+    # First PostgreSQL answers, then its roles are made so (test_postgresql_roles.py), then
+    # the migration runs as the bot's own role.
+    wait, roles = spec["initContainers"]
+    assert roles["name"] == "postgresql-roles"
     wait_env = env_of(wait)
     assert wait_env["DB_HOST"]["value"] == f"{FULLNAME}-postgresql"
     assert wait_env["DB_PORT"]["value"] == "5432"
@@ -52,7 +55,16 @@ def test_job_gets_the_database_but_not_the_bot_token(default_objects: list[Manif
     env = env_of(migrate)
     assert "BOT_TOKEN" not in env
     assert "WEBHOOK_SECRET" not in env
-    assert "$(DATABASE_PASSWORD)" in env["DATABASE_URL"]["value"]
+    # The URL without its password; the password is a file in SECRETS_DIR.
+    assert env["DATABASE_URL"]["value"] == (
+        f"postgresql+asyncpg://hellobot@{FULLNAME}-postgresql:5432/hellobot"
+    )
+    mount = {m["name"]: m["mountPath"] for m in migrate["volumeMounts"]}["secrets"]
+    assert env["SECRETS_DIR"]["value"] == mount
+    volumes = {v["name"]: v for v in pod_spec(_job(default_objects))["volumes"]}
+    assert volumes["secrets"]["secret"]["items"] == [
+        {"key": "database-password", "path": "database_password"}
+    ]
     # Not from the ConfigMap: a pre-upgrade hook runs before the ConfigMap is updated.
     assert "envFrom" not in migrate
 
@@ -61,6 +73,7 @@ def test_external_database_job_waits_for_that_host(render) -> None:
     objects = render(
         {"postgresql": {"enabled": False}, "externalDatabase": {"host": "db.internal"}}
     )
+    # An external server's roles are its administrator's: no postgresql-roles step.
     (wait,) = pod_spec(_job(objects))["initContainers"]
     assert env_of(wait)["DB_HOST"]["value"] == "db.internal"
 

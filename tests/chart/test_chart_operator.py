@@ -335,9 +335,10 @@ def test_bundled_postgresql_is_the_shared_server(
 ) -> None:
     container = _container(rendered_variants["operator-on"])
     env = env_of(container)
+    # The server's superuser, not the bot's role (which is none: test_postgresql_roles.py).
     assert env["SHARED_POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": FULLNAME,
-        "key": "database-password",
+        "name": f"{FULLNAME}-postgresql-admin",
+        "key": "postgres-password",
     }
     names = [entry["name"] for entry in container["env"]]
     # $(VAR) expands only variables defined earlier in the list.
@@ -345,7 +346,7 @@ def test_bundled_postgresql_is_the_shared_server(
     host = f"{FULLNAME}-postgresql.{NAMESPACE}.svc"
     config = operator_config.from_env(_environ(container))
     assert config.shared_postgres_admin_url == (
-        f"postgresql://hellobot:<{FULLNAME}/database-password>@{host}:5432/hellobot"
+        f"postgresql://postgres:<{FULLNAME}-postgresql-admin/postgres-password>@{host}:5432/hellobot"
     )
     assert (config.shared_postgres_host, config.shared_postgres_port) == (host, 5432)
     assert config.telegram_api_url == "https://api.telegram.org"

@@ -97,10 +97,8 @@ def test_external_postgresql_variant(rendered_variants: dict[str, list[Manifest]
     assert find(objects, "StatefulSet", f"{FULLNAME}-postgresql") == []
     assert find(objects, "Service", f"{FULLNAME}-postgresql") == []
     url = _container_env(objects)["DATABASE_URL"]["value"]
-    assert (
-        url
-        == "postgresql+asyncpg://hellobot:$(DATABASE_PASSWORD)@db.example.internal:6432/hellobot"
-    )
+    # The password is the file database_password in SECRETS_DIR (test_chart_secrets.py).
+    assert url == "postgresql+asyncpg://hellobot@db.example.internal:6432/hellobot"
 
 
 def test_no_redis_variant_uses_the_memory_cache(
@@ -122,9 +120,15 @@ def test_external_redis_url_comes_from_the_secret(
 ) -> None:
     objects = rendered_variants["external-redis"]
     assert "REDIS_URL" not in _config(objects)
-    ref = _container_env(objects)["REDIS_URL"]["valueFrom"]["secretKeyRef"]
-    assert ref == {"name": FULLNAME, "key": "redis-url"}
-    assert "redis-url" in one(objects, "Secret")["data"]
+    # A file in SECRETS_DIR, not a variable (test_chart_secrets.py).
+    assert "REDIS_URL" not in _container_env(objects)
+    (volume,) = [
+        v
+        for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "secrets"
+    ]
+    assert {"key": "redis-url", "path": "redis_url"} in volume["secret"]["items"]
+    assert "redis-url" in one(objects, "Secret", FULLNAME)["data"]
 
 
 def test_ingress_exposes_only_the_webhook_path(

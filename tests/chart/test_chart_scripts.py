@@ -32,7 +32,8 @@ def _run(container: dict, env: dict[str, str] | None = None) -> subprocess.Compl
 def test_wait_for_postgresql_returns_once_the_port_accepts(
     default_objects: list[Manifest],
 ) -> None:
-    (wait,) = pod_spec(one(default_objects, "Job"))["initContainers"]
+    wait = pod_spec(one(default_objects, "Job"))["initContainers"][0]
+    assert wait["name"] == "wait-for-postgresql"
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
         result = _run(wait, {"DB_HOST": "127.0.0.1", "DB_PORT": str(port)})

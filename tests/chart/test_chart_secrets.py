@@ -9,12 +9,14 @@ import helm_python as helm
 import pytest
 
 from .helpers import (
+    ALL_ON,
     CHART_DIR,
     FULLNAME,
     NAMESPACE,
     RELEASE,
     REQUIRED,
     TOKEN,
+    VARIANTS,
     FakeApiServer,
     Manifest,
     all_containers,
@@ -34,6 +36,7 @@ KNOWN = {
     },
     "externalRedis": {"url": "redis://:redis-password-789@cache:6379/0"},
 }
+VALUE_SETS = {**VARIANTS, **ALL_ON}
 SECRET_VALUES = (
     "test-token-value",
     "webhook-secret-value-123",
@@ -49,7 +52,7 @@ def _decoded(secret: Manifest) -> dict[str, str]:
 @pytest.mark.parametrize("redis_enabled", [True, False])
 def test_no_secret_value_outside_the_secret(render, redis_enabled: bool) -> None:
     objects = render(deep_merge(KNOWN, {"redis": {"enabled": redis_enabled}}))
-    secret = one(objects, "Secret")
+    secret = one(objects, "Secret", FULLNAME)
     decoded = _decoded(secret)
     assert decoded["bot-token"] == TOKEN
     assert decoded["database-password"] == "database-password-456"
@@ -69,44 +72,111 @@ def test_no_secret_value_outside_the_secret(render, redis_enabled: bool) -> None
         )
 
 
-def test_secret_env_comes_from_secret_key_refs(default_objects: list[Manifest]) -> None:
-    env = env_of(pod_spec(one(default_objects, "Deployment"))["containers"][0])
-    for name, key in (
-        ("BOT_TOKEN", "bot-token"),
-        ("WEBHOOK_SECRET", "webhook-secret"),
-        ("DATABASE_PASSWORD", "database-password"),
-    ):
-        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": FULLNAME, "key": key}
-    assert env["DATABASE_URL"]["value"] == (
-        f"postgresql+asyncpg://hellobot:$(DATABASE_PASSWORD)@{FULLNAME}-postgresql:5432/hellobot"
+# The one container that still takes a secret as a variable, and why: the operator's settings
+# (operator/hello_operator/settings.py) read the shared PostgreSQL's admin URL from the
+# environment only (the bundled server's password, or the URL from an existing Secret).
+SECRET_ENV_EXCEPTIONS = {
+    ("Deployment", f"{FULLNAME}-operator", "operator", "SHARED_POSTGRES_PASSWORD"),
+    ("Deployment", f"{FULLNAME}-operator", "operator", "SHARED_POSTGRES_ADMIN_URL"),
+}
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_secrets_reach_containers_as_files_never_as_variables(render, value_set: str) -> None:
+    objects = render(VALUE_SETS[value_set])
+    secret_env = {
+        (obj["kind"], obj["metadata"]["name"], container["name"], entry["name"])
+        for obj in workloads(objects)
+        for container in all_containers(pod_spec(obj))
+        for entry in container.get("env", [])
+        if "secretKeyRef" in entry.get("valueFrom", {})
+    }
+    secret_env_from = [
+        container["name"]
+        for obj in workloads(objects)
+        for container in all_containers(pod_spec(obj))
+        for source in container.get("envFrom", [])
+        if "secretRef" in source
+    ]
+    assert secret_env <= SECRET_ENV_EXCEPTIONS
+    assert secret_env_from == []
+
+
+def _secret_files(objects: list[Manifest], kind: str) -> dict[str, str]:
+    """The bot container's SECRETS_DIR: file name -> the release Secret's key."""
+    spec = pod_spec(one(objects, kind))
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    container = spec["containers"][0]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "secrets"]
+    assert env_of(container)["SECRETS_DIR"]["value"] == mount["mountPath"]
+    assert mount["readOnly"] is True
+    secret = volumes["secrets"]["secret"]
+    assert secret["secretName"] == FULLNAME
+    return {item["path"]: item["key"] for item in secret["items"]}
+
+
+def test_the_bot_reads_its_secrets_from_files(rendered_variants: dict[str, list[Manifest]]) -> None:
+    # File names are the settings' names (bot.config reads SECRETS_DIR).
+    assert _secret_files(rendered_variants["default"], "Deployment") == {
+        "bot_token": "bot-token",
+        "webhook_secret": "webhook-secret",
+        "database_password": "database-password",
+    }
+    assert _secret_files(rendered_variants["external-redis"], "Deployment")["redis_url"] == (
+        "redis-url"
     )
-    names = list(env)
-    assert names.index("DATABASE_URL") > names.index("DATABASE_PASSWORD")
+    # The bot host reads its bots' tokens from BOTS_DIR.
+    assert _secret_files(rendered_variants["host"], "Deployment") == {
+        "database_password": "database-password"
+    }
+    env = env_of(pod_spec(one(rendered_variants["default"], "Deployment"))["containers"][0])
+    assert env["DATABASE_URL"]["value"] == (
+        f"postgresql+asyncpg://hellobot@{FULLNAME}-postgresql:5432/hellobot"
+    )
+    assert not {"BOT_TOKEN", "WEBHOOK_SECRET", "DATABASE_PASSWORD", "REDIS_URL"} & set(env)
+
+
+def _referenced_secrets(objects: list[Manifest]) -> set[str]:
+    names: set[str] = set()
+    for obj in workloads(objects):
+        spec = pod_spec(obj)
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                names.add(volume["secret"]["secretName"])
+            for source in volume.get("projected", {}).get("sources", []):
+                if "secret" in source:
+                    names.add(source["secret"]["name"])
+        for container in all_containers(spec):
+            names |= {
+                e["valueFrom"]["secretKeyRef"]["name"]
+                for e in container.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
+    return names
 
 
 def test_existing_secret_is_used_everywhere(rendered_variants: dict[str, list[Manifest]]) -> None:
     objects = rendered_variants["existing-secret"]
-    assert [o for o in objects if o["kind"] == "Secret"] == []
-    refs = []
-    for obj in workloads(objects):
-        for container in all_containers(pod_spec(obj)):
-            refs += [
-                e["valueFrom"]["secretKeyRef"]["name"]
-                for e in container.get("env", [])
-                if "secretKeyRef" in e.get("valueFrom", {})
-            ]
-    assert refs
-    assert set(refs) == {"hello-bot-credentials"}
+    # The bundled PostgreSQL's admin password is the chart's own, whatever the bot's Secret.
+    admin = f"{FULLNAME}-postgresql-admin"
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "Secret"] == [admin]
+    assert _referenced_secrets(objects) == {"hello-bot-credentials", admin}
 
 
 def test_generated_secrets_are_random_on_first_install(render) -> None:
-    first = _decoded(one(render(), "Secret"))
-    second = _decoded(one(render(), "Secret"))
+    first = _decoded(one(render(), "Secret", FULLNAME))
+    second = _decoded(one(render(), "Secret", FULLNAME))
     assert len(first["webhook-secret"]) == 48
     assert len(first["database-password"]) == 32
     assert first["webhook-secret"].isalnum()
     assert first["webhook-secret"] != second["webhook-secret"]
     assert first["database-password"] != second["database-password"]
+    admin = f"{FULLNAME}-postgresql-admin"
+    first_admin = _decoded(one(render(), "Secret", admin))["postgres-password"]
+    second_admin = _decoded(one(render(), "Secret", admin))["postgres-password"]
+    assert len(first_admin) == 32 and first_admin.isalnum()
+    assert first_admin != second_admin
+    assert first_admin != first["database-password"]
 
 
 def _render_against(api: FakeApiServer, values: dict[str, Any]) -> list[Manifest]:
@@ -136,8 +206,11 @@ def test_upgrade_keeps_the_generated_secrets(fake_api: FakeApiServer) -> None:
             "database-password": "kept-password",
         },
     )
+    admin = f"{FULLNAME}-postgresql-admin"
+    fake_api.add_secret(NAMESPACE, admin, {"postgres-password": "kept-admin"})
     objects = _render_against(fake_api, {})
-    decoded = _decoded(one(objects, "Secret"))
+    decoded = _decoded(one(objects, "Secret", FULLNAME))
+    assert _decoded(one(objects, "Secret", admin))["postgres-password"] == "kept-admin"
     assert decoded["webhook-secret"] == "kept-webhook"
     assert decoded["database-password"] == "kept-password"
     assert f"/api/v1/namespaces/{NAMESPACE}/secrets/{FULLNAME}" in fake_api.requests
@@ -154,7 +227,11 @@ def test_explicit_values_win_over_the_stored_ones(fake_api: FakeApiServer) -> No
         NAMESPACE, FULLNAME, {"webhook-secret": "old-webhook", "database-password": "old-password"}
     )
     decoded = _decoded(
-        one(_render_against(fake_api, {"secret": {"webhookSecret": "new-webhook"}}), "Secret")
+        one(
+            _render_against(fake_api, {"secret": {"webhookSecret": "new-webhook"}}),
+            "Secret",
+            FULLNAME,
+        )
     )
     assert decoded["webhook-secret"] == "new-webhook"
     assert decoded["database-password"] == "old-password"
@@ -162,12 +239,20 @@ def test_explicit_values_win_over_the_stored_ones(fake_api: FakeApiServer) -> No
 
 def test_lookup_of_another_release_does_not_leak_in(fake_api: FakeApiServer) -> None:
     fake_api.add_secret(NAMESPACE, "other-hello-bot", {"webhook-secret": "not-ours"})
-    decoded = _decoded(one(_render_against(fake_api, {}), "Secret"))
+    decoded = _decoded(one(_render_against(fake_api, {}), "Secret", FULLNAME))
     assert decoded["webhook-secret"] != "not-ours"
     assert len(decoded["webhook-secret"]) == 48
 
 
-def test_secret_survives_uninstall(default_objects: list[Manifest]) -> None:
+def test_secret_survives_uninstall(render, default_objects: list[Manifest]) -> None:
     """The PostgreSQL PVC outlives `helm uninstall`; so must the password it was made with."""
-    annotations = one(default_objects, "Secret")["metadata"]["annotations"]
+    annotations = one(default_objects, "Secret", FULLNAME)["metadata"]["annotations"]
     assert annotations["helm.sh/resource-policy"] == "keep"
+    # The admin password too: a hook, which Helm never deletes on uninstall, and which exists
+    # before the migration Job of an upgrade (a pre-upgrade hook itself) needs it.
+    admin = one(default_objects, "Secret", f"{FULLNAME}-postgresql-admin")
+    hooks = admin["metadata"]["annotations"]["helm.sh/hook"].split(",")
+    assert sorted(hooks) == ["pre-install", "pre-upgrade"]
+    weight = int(admin["metadata"]["annotations"]["helm.sh/hook-weight"])
+    job = one(render(is_upgrade=True), "Job")
+    assert weight < int(job["metadata"]["annotations"]["helm.sh/hook-weight"])

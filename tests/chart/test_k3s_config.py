@@ -60,3 +60,21 @@ def test_readme_explains_the_file() -> None:
     text = Path(K3S / "README.md").read_text()
     for term in ("kube-reserved", "system-reserved", "eviction-hard", "metrics-server"):
         assert term in text
+
+
+def _seconds(duration: str) -> float:
+    """A Go duration as Traefik's values take it: `10s`, `2m`."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(duration[:-1]) * units[duration[-1]]
+
+
+def test_traefik_drops_requests_that_do_not_arrive_in_time() -> None:
+    doc = yaml.safe_load((K3S / "traefik-config.yaml").read_text())
+    ports = yaml.safe_load(doc["spec"]["valuesContent"])["ports"]
+    for entrypoint in ("web", "websecure"):
+        timeouts = ports[entrypoint]["transport"]["respondingTimeouts"]
+        # A half-sent request is dropped within seconds (a Telegram update is a few KiB) ...
+        assert 0 < _seconds(timeouts["readTimeout"]) <= 30, entrypoint
+        # ... while the bot's slowest valid answer (56 s: docs/reference.md) still gets out.
+        assert _seconds(timeouts["writeTimeout"]) > 56, entrypoint
+        assert _seconds(timeouts["idleTimeout"]) > 0, entrypoint

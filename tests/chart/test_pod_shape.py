@@ -38,13 +38,13 @@ ALLOWED: dict[str, str] = {
     "template.spec.containers[bot].envFrom*": (
         "the chart keeps non-secret settings in a ConfigMap; this test merges its data into env"
     ),
-    "template.spec.containers[bot].env[WEBHOOK_SECRET].*": (
-        "the chart's Secret holds it under `webhook-secret`; the operator generates one per bot "
-        "into `<name>-generated`, and none for polling (only `serve` checks it)"
-    ),
     "template.spec.containers[bot].env[DATABASE_*": (
-        "the chart composes DATABASE_URL from its PostgreSQL and DATABASE_PASSWORD; the operator "
+        "the chart's DATABASE_URL names its PostgreSQL, the password is a file; the operator "
         "provisions a database per bot and keeps the whole URL in a Secret"
+    ),
+    "template.spec.volumes[secrets]*": (
+        "both mount the secrets as files at the same SECRETS_DIR; the chart's come from its one "
+        "Secret, the operator's from several (the TelegramBot's token Secret, its generated one)"
     ),
     "template.spec.containers[bot].env[LOG_LEVEL]*": "the chart sets the bot's default (INFO)",
     "template.spec.containers[bot].env[OTEL_SERVICE_NAME]*": (

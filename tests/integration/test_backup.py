@@ -141,7 +141,10 @@ def _run_backup(
         PGDATABASE=database,
         BACKUP_DIR=str(backup_dir),
     )
-    env["PGPASSWORD"] = ""  # a Secret in the cluster; the test server trusts local connections
+    # A mounted Secret key in the cluster; the test server trusts local connections.
+    password = backup_dir.parent / "database_password"
+    password.write_text("any: the server trusts us\\")
+    env["PGPASSWORD_FILE"] = str(password)
     env["PATH"] = f"{shims}{os.pathsep}{os.environ['PATH']}"
     env["FAKE_STAMP"] = stamp
     return subprocess.run(
@@ -251,3 +254,23 @@ async def test_a_failed_dump_keeps_the_old_backups(
     assert "connection" in result.stderr.lower()
     # A run that produced no dump rotates nothing away (keep=2 would have removed one).
     assert sorted(p for p in backups.iterdir() if p.suffix == ".dump") == old
+
+
+async def test_an_unreadable_password_file_fails_before_pg_dump(
+    tmp_path: Path, shims: Path
+) -> None:
+    container = _cron_container()
+    env = {name: entry.get("value", "") for name, entry in env_of(container).items()}
+    env |= {"PGPASSWORD_FILE": str(tmp_path / "absent"), "BACKUP_DIR": str(tmp_path)}
+    env["PATH"] = f"{shims}{os.pathsep}{os.environ['PATH']}"
+    result = subprocess.run(
+        [*container["command"], *container["args"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"cannot read PGPASSWORD_FILE {tmp_path}/absent" in result.stderr
+    assert list(tmp_path.glob("*.dump*")) == []

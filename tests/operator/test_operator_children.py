@@ -29,6 +29,23 @@ def env_of(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container["env"]}
 
 
+def secret_files(manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The files the container finds in SECRETS_DIR: file name -> its Secret's name and key."""
+    pod = manifest["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "secrets"]
+    assert {e["name"]: e.get("value") for e in container["env"]}["SECRETS_DIR"] == (
+        mount["mountPath"]
+    )
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "secrets"]
+    return {
+        item["path"]: {"name": source["secret"]["name"], "key": item["key"]}
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    }
+
+
 def with_meta(manifest: dict[str, Any]) -> dict[str, Any]:
     manifest["metadata"]["namespace"] = "bots"
     return manifest
@@ -87,12 +104,13 @@ def test_deployment_follows_the_runtime_contract() -> None:
     assert container["image"] == "img:1"
     assert deployment["spec"]["replicas"] == 2
     env = env_of(deployment)
-    assert env["BOT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
-        "name": "bot-token",
-        "key": "BOT_TOKEN",
+    # Secrets are files in SECRETS_DIR, named after their settings; none is a variable.
+    assert secret_files(deployment) == {
+        "bot_token": {"name": "bot-token", "key": "BOT_TOKEN"},
+        "database_url": {"name": "echo-generated", "key": "DATABASE_URL"},
+        "webhook_secret": {"name": "echo-generated", "key": "WEBHOOK_SECRET"},
     }
-    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "echo-generated"
-    assert env["WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "echo-generated"
+    assert not {"BOT_TOKEN", "DATABASE_URL", "WEBHOOK_SECRET"} & env.keys()
     assert env["WEBHOOK_URL"]["value"] == "https://bot.example.com"
     assert env["WEBHOOK_PATH"]["value"] == "/webhook"
     assert env["PROJECT_NAME"]["value"] == "echo"
@@ -102,8 +120,8 @@ def test_deployment_follows_the_runtime_contract() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"] == POD.resources
     assert container["resources"]["limits"]["memory"] == "256Mi"
-    # No secret value is ever inlined: every secret-ish variable is a reference.
-    assert all("value" not in env[n] for n in ("BOT_TOKEN", "DATABASE_URL", "WEBHOOK_SECRET"))
+    # No variable takes a Secret's value.
+    assert not [e for e in env.values() if "secretKeyRef" in e.get("valueFrom", {})]
 
 
 def test_pods_are_restricted() -> None:
@@ -134,10 +152,26 @@ def test_external_database_and_redis_come_from_secrets() -> None:
         redis={"secretName": "redis"},
         env=[{"name": "LOG_LEVEL", "value": "DEBUG"}],
     )
-    env = env_of(children.render_deployment("echo", external, "img:1", API, POD))
-    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "db", "key": "URL"}
-    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "redis", "key": "REDIS_URL"}
-    assert env["LOG_LEVEL"]["value"] == "DEBUG"
+    deployment = children.render_deployment("echo", external, "img:1", API, POD)
+    files = secret_files(deployment)
+    assert files["database_url"] == {"name": "db", "key": "URL"}
+    assert files["redis_url"] == {"name": "redis", "key": "REDIS_URL"}
+    assert env_of(deployment)["LOG_LEVEL"]["value"] == "DEBUG"
+    # The migration Job reads the same database file, and no token.
+    job = children.render_job("echo", external, API, POD)
+    assert secret_files(job) == {
+        "database_url": {"name": "db", "key": "URL"},
+        "redis_url": {"name": "redis", "key": "REDIS_URL"},
+    }
+
+
+def test_a_spec_env_secret_of_the_same_setting_stays_a_variable() -> None:
+    # spec.env comes after the operator's entries and wins, as a variable wins over a file.
+    ref = {"secretKeyRef": {"name": "mine", "key": "URL"}}
+    own = spec(redis={"secretName": "redis"}, env=[{"name": "REDIS_URL", "valueFrom": ref}])
+    deployment = children.render_deployment("echo", own, "img:1", API, POD)
+    assert secret_files(deployment)["redis_url"] == {"name": "redis", "key": "REDIS_URL"}
+    assert env_of(deployment)["REDIS_URL"]["valueFrom"] == ref
 
 
 def test_job_is_named_by_image_and_runs_migrate() -> None:

@@ -63,7 +63,18 @@ def test_host_runs_every_bot_of_its_secret_without_a_webhook_url() -> None:
     assert env["WEBHOOK_PATH"]["value"] == "/webhook"
     assert "WEBHOOK_URL" not in env  # the operator registers each bot's own URL
     assert "BOT_TOKEN" not in env
-    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "hello-bot-hosts-database"
+    assert "DATABASE_URL" not in env  # a file in SECRETS_DIR
+    (secrets,) = [v for v in pod["volumes"] if v["name"] == "secrets"]
+    assert secrets["projected"]["sources"] == [
+        {
+            "secret": {
+                "name": "hello-bot-hosts-database",
+                "items": [{"key": "DATABASE_URL", "path": "database_url"}],
+            }
+        }
+    ]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["SECRETS_DIR"]["value"] == mounts["secrets"]
     (bots,) = [v for v in pod["volumes"] if v["name"] == "bots"]
     # The whole Secret, not a subPath or items: the kubelet then updates the files in place.
     assert bots["secret"] == {"secretName": f"{HOST}-bots", "defaultMode": 0o440}
@@ -207,11 +218,12 @@ async def test_the_real_host_serves_what_the_operator_writes(
     deployment = host_children.render_deployment(HOST, IMAGE, 1, API, POD)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    env |= {
-        "BOTS_DIR": str(bots),
-        "DATABASE_URL": hosts_target.url(password=password, host="127.0.0.1", port=5432),
-        "LOG_FORMAT": "console",
-    }
+    # The Pod's mounted files, here: the database URL is the file database_url in SECRETS_DIR.
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    url = hosts_target.url(password=password, host="127.0.0.1", port=5432)
+    (secrets / "database_url").write_text(url)
+    env |= {"BOTS_DIR": str(bots), "SECRETS_DIR": str(secrets), "LOG_FORMAT": "console"}
     del env["HOST"], env["PORT"]  # BotProcess picks a free port on loopback
     host = BotProcess(env, cwd=tmp_path, command="host")
     try:

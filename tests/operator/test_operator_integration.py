@@ -173,7 +173,14 @@ async def test_create_builds_children_after_migration(
     env = {e["name"]: e for e in container["env"]}
     assert env["PROJECT_NAME"]["value"] == name
     assert env["WEBHOOK_URL"]["value"] == "https://echo.example.com"
-    assert env["BOT_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == f"{name}-token"
+    # The token is a file in SECRETS_DIR, from the TelegramBot's Secret.
+    (secrets,) = [
+        v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "secrets"
+    ]
+    token_source = secrets["projected"]["sources"][0]["secret"]
+    assert token_source["name"] == f"{name}-token"
+    assert token_source["items"][0]["path"] == "bot_token"
+    assert "BOT_TOKEN" not in env
     service = await cluster.get("v1", "services", name)
     ingress = await cluster.get("networking.k8s.io/v1", "ingresses", name)
     secret = await cluster.get("v1", "secrets", children.generated_secret_name(name))

@@ -37,6 +37,7 @@ NOT_FROM_A_VALUE = {
     "HOST": "fixed to 0.0.0.0: the Pod's address is not the user's choice",
     "OTEL_RESOURCE_ATTRIBUTES": "composed from the Downward API and the image tag",
     "BOTS_DIR": "fixed: where the chart mounts the Secret bot.bots.existingSecret names",
+    "SECRETS_DIR": "fixed: where the chart mounts its Secret's keys as files",
 }
 # These @param lines configure the operator's own container, whose variables are the operator's
 # settings (operator/README.md), not the bot's, even where a name is the same.
@@ -154,33 +155,55 @@ def container_environment(objects: list[Manifest], container: dict[str, Any]) ->
     return environment
 
 
+def secret_files(
+    objects: list[Manifest], pod: dict[str, Any], container: dict[str, Any], directory: str
+) -> dict[str, str]:
+    """The settings a container reads as files from SECRETS_DIR: file name (a setting's name,
+    any case) -> the Secret's value, or a marker for a Secret made outside the release."""
+    mounted = {m["name"] for m in container.get("volumeMounts", []) if m["mountPath"] == directory}
+    settings: dict[str, str] = {}
+    for volume in pod.get("volumes", []):
+        if volume["name"] not in mounted or "secret" not in volume:
+            continue
+        name = volume["secret"]["secretName"]
+        data = _source(objects, "Secret", name)
+        for item in volume["secret"]["items"]:
+            value = f"<Secret {name}>" if data is None else data[item["key"]]
+            settings[item["path"].upper()] = value
+    return settings
+
+
 def expansion_helpers(container: dict[str, Any]) -> set[str]:
     """Variables set only to be expanded into another one as $(NAME): the bot never reads them."""
     values = " ".join(entry.get("value", "") for entry in container.get("env", []))
     return set(re.findall(r"\$\((\w+)\)", values))
 
 
-def bot_containers(objects: list[Manifest]) -> list[dict[str, Any]]:
-    """The containers that run `python -m bot`: the bot Deployment's and the migration Job's.
-    (The Job's init container only waits for PostgreSQL, reading its own DB_HOST and DB_PORT.)"""
+def bot_containers(objects: list[Manifest]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(Pod spec, container) of the containers that run `python -m bot`: the bot Deployment's
+    and the migration Job's. (The Job's init containers wait for PostgreSQL and make its roles,
+    reading their own variables.)"""
     found = [
-        container
+        (obj["spec"]["template"]["spec"], container)
         for obj in objects
         if obj["kind"] in ("Deployment", "Job")
         and obj["metadata"].get("labels", {}).get("app.kubernetes.io/component")
         in ("bot", "migration")
         for container in obj["spec"]["template"]["spec"]["containers"]
     ]
-    assert sorted(c["name"] for c in found) == ["bot", "migrate"]
+    assert sorted(c["name"] for _, c in found) == ["bot", "migrate"]
     return found
 
 
 def chart_settings(objects: list[Manifest]) -> dict[str, set[str]]:
-    """Variable -> the values it gets in the bot's containers (expansion helpers left out)."""
+    """Setting -> the values it gets in the bot's containers, as variables (expansion helpers
+    left out) or as files in SECRETS_DIR."""
     settings: dict[str, set[str]] = {}
-    for container in bot_containers(objects):
+    for pod, container in bot_containers(objects):
         helpers = expansion_helpers(container)
-        for name, value in container_environment(objects, container).items():
+        environment = container_environment(objects, container)
+        files = secret_files(objects, pod, container, environment.get("SECRETS_DIR", ""))
+        for name, value in (environment | files).items():
             if name not in helpers:
                 settings.setdefault(name, set()).add(value)
     return settings

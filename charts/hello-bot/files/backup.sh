@@ -1,7 +1,17 @@
 # pg_dump in custom format to BACKUP_DIR, then keep the newest BACKUP_KEEP dumps.
-# Reads the standard libpq variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE).
+# Reads the standard libpq variables (PGHOST, PGPORT, PGUSER, PGDATABASE), and the password from
+# the file PGPASSWORD_FILE (a mounted Secret key), handed to libpq as a private passfile so it is
+# in no process environment.
 # docs/operations.md ("Back up and restore PostgreSQL") restores what this writes.
 set -eu
+if [ -n "${PGPASSWORD_FILE:-}" ]; then
+  [ -r "$PGPASSWORD_FILE" ] || { echo "backup: cannot read PGPASSWORD_FILE $PGPASSWORD_FILE" >&2; exit 1; }
+  PGPASSFILE="$(umask 077 && mktemp)"
+  trap 'rm -f "$PGPASSFILE"' EXIT
+  # .pgpass escapes : and \ in a password.
+  printf '*:*:*:*:%s\n' "$(sed 's/[\\:]/\\&/g' "$PGPASSWORD_FILE")" >"$PGPASSFILE"
+  export PGPASSFILE
+fi
 prefix="$BACKUP_DIR/$PGDATABASE-"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 target="$prefix$stamp.dump"

@@ -147,17 +147,62 @@ official image makes a superuser), or "" (operator off, or none: only `database.
 {{- end -}}
 
 {{/*
-Database env: the password comes from the Secret, and DATABASE_URL is composed by the kubelet
-through $(VAR) expansion, so no password lands in a ConfigMap or in the Pod spec.
+Database env: DATABASE_URL without its password; the password is the file database_password in
+SECRETS_DIR (hello-bot.secretsVolume), which the bot puts into the URL (DATABASE_PASSWORD), so
+no password is in a ConfigMap, the Pod spec or any process environment.
 */}}
 {{- define "hello-bot.databaseEnv" -}}
-- name: DATABASE_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "hello-bot.secretName" . }}
-      key: database-password
 - name: DATABASE_URL
-  value: {{ printf "postgresql+asyncpg://%s:$(DATABASE_PASSWORD)@%s:%s/%s" (include "hello-bot.database.user" .) (include "hello-bot.database.host" .) (include "hello-bot.database.port" .) (include "hello-bot.database.name" .) | quote }}
+  value: {{ printf "postgresql+asyncpg://%s@%s:%s/%s" (include "hello-bot.database.user" .) (include "hello-bot.database.host" .) (include "hello-bot.database.port" .) (include "hello-bot.database.name" .) | quote }}
+- name: SECRETS_DIR
+  value: {{ include "hello-bot.secretsDir" . | quote }}
+{{- end -}}
+
+{{/* Where the bot's containers find their secrets as files (SECRETS_DIR). */}}
+{{- define "hello-bot.secretsDir" -}}/etc/hello-bot/secrets{{- end -}}
+
+{{/*
+The release Secret's keys as the files SECRETS_DIR holds, named after the settings they are.
+Usage: include "hello-bot.secretsVolume" (dict "ctx" $ "token" true "redis" true)
+  token: bot_token and webhook_secret (serve and poll; the bot host reads BOTS_DIR instead)
+  redis: redis_url, when an external Redis's URL (it may carry a password) is in the Secret
+*/}}
+{{- define "hello-bot.secretsVolume" -}}
+- name: secrets
+  secret:
+    secretName: {{ include "hello-bot.secretName" .ctx }}
+    defaultMode: 0440
+    items:
+      {{- if .token }}
+      - key: bot-token
+        path: bot_token
+      - key: webhook-secret
+        path: webhook_secret
+      {{- end }}
+      - key: database-password
+        path: database_password
+      {{- if and .redis (not .ctx.Values.redis.enabled) .ctx.Values.externalRedis.url }}
+      - key: redis-url
+        path: redis_url
+      {{- end }}
+{{- end -}}
+
+{{- define "hello-bot.secretsMount" -}}
+- name: secrets
+  mountPath: {{ include "hello-bot.secretsDir" . | quote }}
+  readOnly: true
+{{- end -}}
+
+{{/*
+The bundled PostgreSQL's superuser, for administration only (files/postgresql-roles.sh): the
+bot logs in as postgresql.auth.username, which is no superuser. Its password is in a Secret of
+its own, made before anything else on install and upgrade (a hook), so the migration Job of the
+first upgrade that has it finds it.
+*/}}
+{{- define "hello-bot.postgresql.adminUser" -}}postgres{{- end -}}
+
+{{- define "hello-bot.postgresql.adminSecretName" -}}
+{{- printf "%s-postgresql-admin" (include "hello-bot.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/*
@@ -226,6 +271,9 @@ Usage: include "hello-bot.stableSecretValue" (dict "existing" $data "key" "k" "v
 {{- $messages := list -}}
 {{- if and (ne .Values.bot.mode "host") (not .Values.secret.existingSecret) (not .Values.secret.botToken) -}}
 {{- $messages = append $messages "secret.botToken: set the Telegram bot token (--set secret.botToken=...) or name a Secret you manage in secret.existingSecret" -}}
+{{- end -}}
+{{- if and .Values.postgresql.enabled (eq .Values.postgresql.auth.username (include "hello-bot.postgresql.adminUser" .)) -}}
+{{- $messages = append $messages (printf "postgresql.auth.username: %s is the bundled PostgreSQL's superuser; the bot logs in as a role of its own, so choose another name" .Values.postgresql.auth.username) -}}
 {{- end -}}
 {{- if and (not .Values.postgresql.enabled) (not .Values.externalDatabase.host) -}}
 {{- $messages = append $messages "externalDatabase.host: postgresql.enabled is false, so set the host of your PostgreSQL server" -}}
