@@ -106,6 +106,7 @@ class BotHost:
             schema=schema,
             state=self.state,
             tenant=tenant,
+            admission=lambda: self.fair_share.slot(bot.id, wait=self.admission_wait),
         )
         hosted = HostedBot(entry, bot, tenant, webhook, own_engine=own_engine)
         self.bots[bot.id] = hosted
@@ -215,15 +216,8 @@ class BotHost:
         if hosted is None:
             WEBHOOK_REQUESTS.labels("404").inc()
             return web.json_response({"error": "no such bot"}, status=404)
-        bot_id = hosted.tenant.bot_id
-        if not await self.fair_share.acquire(bot_id, wait=self.admission_wait):
-            WEBHOOK_REQUESTS.labels("503").inc()
-            body = {"error": "too many updates in flight for this bot"}
-            return web.json_response(body, status=503, headers={"Retry-After": "1"})
-        try:
-            return await hosted.webhook.handle(request)
-        finally:
-            self.fair_share.release(bot_id)
+        # Its secret is checked before its fair share is asked (WebhookHandler.admission).
+        return await hosted.webhook.handle(request)
 
 
 def _bot_id(text: str) -> int:

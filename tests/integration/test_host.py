@@ -439,3 +439,44 @@ async def test_connections_are_bounded_by_the_pool_whatever_the_number_of_bots(
     assert statuses == [200] * 36
     assert len(host.telegram.calls_to("sendMessage")) == 36
     assert 0 < max(seen) <= 3, seen  # pool 2 + overflow 1, for 12 bots
+
+
+async def test_updates_without_the_secret_change_no_bots_share(
+    make_host: Callable[..., Awaitable[Host]], fake_telegram: FakeTelegram
+) -> None:
+    """Strangers posting to every route (the busy bot's own included) take no slot and make no
+    bot count as active: the busy bot keeps its whole share."""
+    host = await make_host(("shop", SHOP), ("news", NEWS), ("mail", MAIL))
+    release = asyncio.Event()
+    fake_telegram.faults = lambda _method, _params: Scripted(hold=release)
+    shares = host.host.fair_share
+    shares.window = 600.0  # a bot counted active stays so for the whole test
+    host.host.admission_wait = 0.0  # over the share: refused at once, so a cut share shows
+    shop = int(SHOP[0])
+
+    async def burst(first_user: int) -> list[int]:
+        count = shares.budget
+        posts = [
+            host.post(SHOP[0], start_update(user(first_user + i)), SHOP[2]) for i in range(count)
+        ]
+        return list(await asyncio.gather(*posts))
+
+    flooding = asyncio.ensure_future(burst(4000))
+    await until(lambda: shares.in_flight(shop) == shares.budget)
+    strangers = [
+        host.post(bot_id, start_update(user(4100 + i)), secret)
+        for i in range(30)
+        for bot_id in (SHOP[0], NEWS[0], MAIL[0])
+        for secret in ("", "wrong-secret", SHOP[2] if bot_id != SHOP[0] else NEWS[2])
+    ]
+    assert set(await asyncio.gather(*strangers)) == {401}
+    assert shares.in_flight(shop) == shares.budget
+    assert shares.share() == shares.budget  # still the only active bot
+    release.set()
+    assert await flooding == [200] * shares.budget
+    # The next burst gets the whole share again: nothing was cut.
+    release.clear()
+    flooding = asyncio.ensure_future(burst(4200))
+    await until(lambda: shares.in_flight(shop) == shares.budget)
+    release.set()
+    assert await flooding == [200] * shares.budget
