@@ -72,6 +72,7 @@ class WebhookHandler(SimpleRequestHandler):
         schema: SchemaGate,
         state: ServerState,
         tenant: Tenant,
+        read_timeout: float,
         admission: Admission | None = None,
     ) -> None:
         # `tenant` goes into the data of every update this handler feeds (`self.data`).
@@ -84,6 +85,7 @@ class WebhookHandler(SimpleRequestHandler):
         )
         self.schema = schema
         self.state = state
+        self.read_timeout = read_timeout
         self.admission = admission or (lambda: nullcontext(True))
 
     async def close(self) -> None:
@@ -124,7 +126,13 @@ class WebhookHandler(SimpleRequestHandler):
 
     async def _read_and_process(self, request: web.Request) -> web.Response:
         try:
-            body = await request.read()
+            async with asyncio.timeout(self.read_timeout):
+                body = await request.read()
+        except TimeoutError:
+            # Its connection goes too (aiohttp then reads the rest for at most LINGER_SECONDS).
+            response = _answer(408, error="body not received in time")
+            response.force_close()
+            return response
         except web.HTTPRequestEntityTooLarge:
             return _answer(413, error=f"body over {MAX_BODY_BYTES} bytes")
         except ConnectionError:  # the client hung up mid-body: nobody reads this answer
@@ -162,6 +170,7 @@ def create_app(app: BotApp, *, state: ServerState) -> web.Application:
         schema=app.schema,
         state=state,
         tenant=app.tenant,
+        read_timeout=app.settings.request_read_timeout_seconds,
     ).register(web_app, path=app.settings.webhook_path)
     return web_app
 

@@ -480,3 +480,24 @@ async def test_updates_without_the_secret_change_no_bots_share(
     await until(lambda: shares.in_flight(shop) == shares.budget)
     release.set()
     assert await flooding == [200] * shares.budget
+
+
+@pytest.mark.parametrize("host_database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("newcomer", ["a-copy", "zz-copy"])
+async def test_a_new_file_with_a_served_bots_token_does_not_take_it(
+    make_host: Callable[..., Awaitable[Host]], newcomer: str
+) -> None:
+    host = await make_host(("shop", SHOP))
+    host.put(newcomer, SHOP, secret="copy-secret")
+    with capture_logs() as logs:
+        await host.host.sync()
+    assert await host.post(SHOP[0], start_update(user(21, "Sam")), SHOP[2]) == 200
+    assert await host.post(SHOP[0], start_update(user(22)), "copy-secret") == 401
+    report = host.host.report()
+    assert report["shop"] == {"status": "serving", "id": int(SHOP[0])}
+    reason = "the same bot (token) as shop.env"
+    assert report[f"{newcomer}.env"] == {"status": "invalid", "error": reason}
+    invalid = [e for e in logs if e["event"] == "bot_file_invalid"]
+    assert [(e["file"], e["reason"]) for e in invalid] == [(f"{newcomer}.env", reason)]
+    assert SHOP[1] not in repr(logs)
+    assert [e["bot"] for e in logs if e["event"] in {"bot_added", "bot_removed"}] == []
