@@ -53,7 +53,7 @@ class HostedBot:
     bot: Bot
     tenant: Tenant
     webhook: WebhookHandler
-    status: str = "pending"
+    status: str = "serving"
     # Why the last attempt to bring it to head failed (an exception's class name), if it did.
     error: str | None = None
     # Served on a schema a newer release migrated (a rollback): shown in the report.
@@ -139,7 +139,7 @@ class BotHost:
             admission=lambda: self.fair_share.slot(bot.id, wait=self.admission_wait),
             read_timeout=settings.request_read_timeout_seconds,
         )
-        hosted = HostedBot(entry, bot, tenant, webhook, own_engine=own_engine)
+        hosted = HostedBot(entry, bot, tenant, webhook, status="pending", own_engine=own_engine)
         self.bots[bot.id] = hosted
         first = asyncio.create_task(self._attempt(hosted, schema))
         hosted.tasks += [first, asyncio.create_task(self._keep_at_head(hosted, schema, first))]
