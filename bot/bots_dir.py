@@ -136,6 +136,20 @@ def read_bot_file(path: Path, *, root: str | None = None) -> BotEntry:
 
 def _read_text(path: Path, root: str | None) -> str:
     try:
+        return _read_real_file(path, root)
+    except FileNotFoundError:
+        pass  # a Secret volume being updated: read once more, below
+    # The kubelet swaps `..data` to a new folder, then removes the old one, which the path may
+    # have resolved to just before: the second time it resolves to the new one.
+    try:
+        return _read_real_file(path, root)
+    except FileNotFoundError as exc:
+        msg = f"cannot read it: {type(exc).__name__}"
+        raise BotFileError(msg) from None
+
+
+def _read_real_file(path: Path, root: str | None) -> str:
+    try:
         real = os.path.realpath(path, strict=True)
         if root is not None and os.path.commonpath((root, real)) != root:
             msg = "a symlink that leaves the directory"
@@ -148,6 +162,8 @@ def _read_text(path: Path, root: str | None) -> str:
         finally:
             os.close(fd)
         return data.decode("utf-8")
+    except FileNotFoundError:
+        raise
     except (OSError, UnicodeDecodeError) as exc:
         msg = f"cannot read it: {type(exc).__name__}"
         raise BotFileError(msg) from None

@@ -135,11 +135,13 @@ def test_a_symlink_out_of_the_directory_is_refused(tmp_path: Path) -> None:
     (bots / "shop.env").symlink_to(elsewhere / "shop.env")
     (bots / "up.env").symlink_to("../elsewhere/shop.env")
     (bots / "loop.env").symlink_to("loop.env")
+    (bots / "dangling.env").symlink_to("..data/dangling.env")
     snapshot = read_in_time(bots)
     assert snapshot.bots == {}
     assert snapshot.problems["shop.env"] == "a symlink that leaves the directory"
     assert snapshot.problems["up.env"] == "a symlink that leaves the directory"
     assert snapshot.problems["loop.env"].startswith("cannot read it: ")
+    assert snapshot.problems["dangling.env"] == "cannot read it: FileNotFoundError"
 
 
 def test_a_file_over_the_size_cap_is_refused(tmp_path: Path) -> None:
