@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 from pathlib import Path
@@ -38,6 +39,19 @@ def test_a_secret_volume_gives_one_bot_per_key(tmp_path: Path) -> None:
     shop = snapshot.bots["shop"]
     assert (shop.bot_id, shop.secret.get_secret_value()) == (111111, "secret-a")
     assert snapshot.bots["news-2"].bot_id == 222222
+
+    # An update, as the kubelet makes it: a new folder, `..data` swapped to it atomically, the
+    # old folder removed. The links stay inside the directory: still read.
+    update = tmp_path / "..2026_11_27_11_00_00.456"
+    update.mkdir()
+    (update / "shop.env").write_text(bot_file(secret="secret-a2"))
+    (update / "news-2.env").write_text(bot_file(TOKEN_B, "secret-b"))
+    (tmp_path / "..data_tmp").symlink_to(update.name)
+    (tmp_path / "..data_tmp").rename(tmp_path / "..data")
+    shutil.rmtree(data)
+    snapshot = read_bots_dir(tmp_path)
+    assert snapshot.problems == {}
+    assert snapshot.bots["shop"].secret.get_secret_value() == "secret-a2"
 
 
 @pytest.mark.parametrize(
