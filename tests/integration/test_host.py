@@ -570,8 +570,10 @@ async def test_a_fifo_and_an_endless_link_in_bots_dir_leave_the_host_working(
     finally:
         stopping = time.monotonic()
         code = await process.stop()
+    stopped = time.monotonic() - stopping
+    print(f"stopped {stopped:.1f} s after SIGTERM")  # noqa: T201 - the figure
     assert code == 0, process.text
-    assert time.monotonic() - stopping < 30, process.text  # stop() kills after 60 s
+    assert stopped < 30, process.text  # stop() kills after 60 s
 
 
 async def test_the_host_listens_at_once_whatever_the_database_does(
@@ -624,8 +626,10 @@ async def test_the_host_listens_at_once_whatever_the_database_does(
         silent.close()
         for writer in held:
             writer.close()
+    stopped = time.monotonic() - stopping
+    print(f"stopped {stopped:.1f} s after SIGTERM")  # noqa: T201 - the figure
     assert code == 0, process.text
-    assert time.monotonic() - stopping < 30, process.text
+    assert stopped < 30, process.text
 
 
 @pytest.mark.parametrize("host_database_url", ["sqlite"], indirect=True)
