@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     webhook_max_connections: int = Field(default=40, ge=1, le=100)
     # How often serve asks getWebhookInfo for Telegram's view of delivery (bot.webhook_info).
     webhook_info_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # How long a webhook request's body may take to arrive: a client that sends it slower is
+    # answered 408 and its connection closed, so slow clients cannot pile up connections.
+    request_read_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     telegram_api_url: str = "https://api.telegram.org"
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65535)

@@ -17,7 +17,8 @@ import asyncio
 import math
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 # A quiet bot (an update every few seconds) still counts as active between its updates, so a
 # flood next to it keeps to its share while the quiet bot's next update is on its way.
@@ -81,6 +82,17 @@ class FairShare:
         if not queue:
             del self._waiting[bot_id]
         return False
+
+    @asynccontextmanager
+    async def slot(self, bot_id: int, *, wait: float) -> AsyncIterator[bool]:
+        """`acquire` as a context: True inside when admitted (released on exit), else False."""
+        if not await self.acquire(bot_id, wait=wait):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self.release(bot_id)
 
     def release(self, bot_id: int) -> None:
         """The update is finished: its slot goes to the bot's next waiting update, if any."""

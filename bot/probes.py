@@ -20,9 +20,17 @@ from bot.observability.metrics import DB_POOL_IN_USE, READY, REDIS_DEGRADED
 
 MAX_BODY_BYTES = 1024 * 1024
 READINESS_TIMEOUT_SECONDS = 2.0
+# An idle connection is closed after this long, and so is one whose request headers never end
+# (aiohttp times both with its keep-alive timer, from the connection's start). Longer than a
+# proxy keeps idle connections to us (Traefik: 90 s), so it never sends on one being closed.
+IDLE_TIMEOUT_SECONDS = 100.0
+# After an answer given without reading the whole body (401, 404, 408, 413): how long the rest
+# may take to arrive, read and thrown away, before the connection is closed.
+LINGER_SECONDS = 2.0
 
 
 BotsReport = Callable[[], dict[str, Any]]
+Check = Callable[[], dict[str, Any]]
 
 
 def create_probe_app(
@@ -31,11 +39,13 @@ def create_probe_app(
     schema: SchemaGate | None,
     state: ServerState,
     bots: BotsReport | None = None,
+    bots_dir: Check | None = None,
 ) -> web.Application:
     """The probes and /metrics; the webhook mode adds its route to this same app.
 
     `schema` is the one bot's gate (serve, poll); the host passes None and `bots`, its per-bot
     report: each bot has its own schema, and one bot's trouble does not make the Pod unready.
+    The host's `bots_dir` does: not `ok`, its bots are not (yet) those of its directory.
     """
     app = web.Application(client_max_size=MAX_BODY_BYTES)
 
@@ -47,6 +57,9 @@ def create_probe_app(
         # A kubelet probe every few seconds is not a trace anybody wants.
         with suppress_instrumentation():
             checks, ready = await readiness(resources, schema, state)
+        if bots_dir is not None:
+            checks["bots_dir"] = bots_dir()
+            ready = ready and checks["bots_dir"]["status"] == "ok"
         if bots is not None:
             checks["bots"] = bots()
         READY.set(1 if ready else 0)
@@ -97,9 +110,24 @@ async def _ping(engine: AsyncEngine) -> None:
         await connection.execute(text("SELECT 1"))
 
 
-async def start_http(app: web.Application, *, host: str, port: int, stack: AsyncExitStack) -> None:
+async def start_http(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    stack: AsyncExitStack,
+    idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+) -> web.AppRunner:
     """Listens on host:port until `stack` closes."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=1.0,
+        keepalive_timeout=idle_timeout,
+        lingering_time=LINGER_SECONDS,
+    )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     await web.TCPSite(runner, host, port).start()
+    return runner

@@ -10,7 +10,8 @@ import asyncio
 import json
 import re
 import secrets
-from contextlib import AsyncExitStack
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
 from typing import Any
 
 import structlog
@@ -35,6 +36,9 @@ from bot.webhook_info import WebhookInfoCollector, watch_webhook
 log = structlog.get_logger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name, not a secret
+
+# Admission of an authenticated update (the bot host's fair share): True when it may go on.
+Admission = Callable[[], AbstractAsyncContextManager[bool]]
 
 
 # `\ud800`-`\udfff` escapes: JSON may spell half a surrogate pair, no text can hold one.
@@ -68,6 +72,8 @@ class WebhookHandler(SimpleRequestHandler):
         schema: SchemaGate,
         state: ServerState,
         tenant: Tenant,
+        read_timeout: float,
+        admission: Admission | None = None,
     ) -> None:
         # `tenant` goes into the data of every update this handler feeds (`self.data`).
         super().__init__(
@@ -79,6 +85,8 @@ class WebhookHandler(SimpleRequestHandler):
         )
         self.schema = schema
         self.state = state
+        self.read_timeout = read_timeout
+        self.admission = admission or (lambda: nullcontext(True))
 
     async def close(self) -> None:
         """The bot session outlives the app (it is closed after the drain), so nothing here."""
@@ -110,8 +118,21 @@ class WebhookHandler(SimpleRequestHandler):
     async def _answer(self, request: web.Request) -> web.Response:
         if (refusal := self._refusal(request)) is not None:
             return refusal
+        # Only now, authenticated, does the update count against its bot's share.
+        async with self.admission() as admitted:
+            if not admitted:
+                return _answer(503, error="too many updates in flight for this bot")
+            return await self._read_and_process(request)
+
+    async def _read_and_process(self, request: web.Request) -> web.Response:
         try:
-            body = await request.read()
+            async with asyncio.timeout(self.read_timeout):
+                body = await request.read()
+        except TimeoutError:
+            # Its connection goes too (aiohttp then reads the rest for at most LINGER_SECONDS).
+            response = _answer(408, error="body not received in time")
+            response.force_close()
+            return response
         except web.HTTPRequestEntityTooLarge:
             return _answer(413, error=f"body over {MAX_BODY_BYTES} bytes")
         except ConnectionError:  # the client hung up mid-body: nobody reads this answer
@@ -149,6 +170,7 @@ def create_app(app: BotApp, *, state: ServerState) -> web.Application:
         schema=app.schema,
         state=state,
         tenant=app.tenant,
+        read_timeout=app.settings.request_read_timeout_seconds,
     ).register(web_app, path=app.settings.webhook_path)
     return web_app
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -22,6 +24,7 @@ from sqlalchemy.pool import NullPool
 from structlog.testing import capture_logs
 
 from bot.app import create_session, open_runtime
+from bot.bots_dir import BotsSnapshot, DirScanner, read_bots_dir
 from bot.config import Settings
 from bot.db.schema import SCHEMA_REVISION, schema_revision
 from bot.db.tenants import sqlite_url
@@ -35,6 +38,7 @@ from tests.support.updates import next_update_id, start_update, user
 SHOP = ("5550001", "5550001:AAshop_token_0123456789abcdefghijklmn", "shop-secret")
 NEWS = ("5550002", "5550002:AAnews_token_0123456789abcdefghijklmn", "news-secret")
 MAIL = ("5550003", "5550003:AAmail_token_0123456789abcdefghijklmn", "mail-secret")
+TOKEN_4 = "5550004:AApost_token_0123456789abcdefghijklmn"
 
 
 @dataclass
@@ -439,3 +443,226 @@ async def test_connections_are_bounded_by_the_pool_whatever_the_number_of_bots(
     assert statuses == [200] * 36
     assert len(host.telegram.calls_to("sendMessage")) == 36
     assert 0 < max(seen) <= 3, seen  # pool 2 + overflow 1, for 12 bots
+
+
+async def test_updates_without_the_secret_change_no_bots_share(
+    make_host: Callable[..., Awaitable[Host]], fake_telegram: FakeTelegram
+) -> None:
+    """Strangers posting to every route (the busy bot's own included) take no slot and make no
+    bot count as active: the busy bot keeps its whole share."""
+    host = await make_host(("shop", SHOP), ("news", NEWS), ("mail", MAIL))
+    release = asyncio.Event()
+    fake_telegram.faults = lambda _method, _params: Scripted(hold=release)
+    shares = host.host.fair_share
+    shares.window = 600.0  # a bot counted active stays so for the whole test
+    host.host.admission_wait = 0.0  # over the share: refused at once, so a cut share shows
+    shop = int(SHOP[0])
+
+    async def burst(first_user: int) -> list[int]:
+        count = shares.budget
+        posts = [
+            host.post(SHOP[0], start_update(user(first_user + i)), SHOP[2]) for i in range(count)
+        ]
+        return list(await asyncio.gather(*posts))
+
+    flooding = asyncio.ensure_future(burst(4000))
+    await until(lambda: shares.in_flight(shop) == shares.budget)
+    strangers = [
+        host.post(bot_id, start_update(user(4100 + i)), secret)
+        for i in range(30)
+        for bot_id in (SHOP[0], NEWS[0], MAIL[0])
+        for secret in ("", "wrong-secret", SHOP[2] if bot_id != SHOP[0] else NEWS[2])
+    ]
+    assert set(await asyncio.gather(*strangers)) == {401}
+    assert shares.in_flight(shop) == shares.budget
+    assert shares.share() == shares.budget  # still the only active bot
+    release.set()
+    assert await flooding == [200] * shares.budget
+    # The next burst gets the whole share again: nothing was cut.
+    release.clear()
+    flooding = asyncio.ensure_future(burst(4200))
+    await until(lambda: shares.in_flight(shop) == shares.budget)
+    release.set()
+    assert await flooding == [200] * shares.budget
+
+
+@pytest.mark.parametrize("host_database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("newcomer", ["a-copy", "zz-copy"])
+async def test_a_new_file_with_a_served_bots_token_does_not_take_it(
+    make_host: Callable[..., Awaitable[Host]], newcomer: str
+) -> None:
+    host = await make_host(("shop", SHOP))
+    host.put(newcomer, SHOP, secret="copy-secret")
+    with capture_logs() as logs:
+        await host.host.sync()
+    assert await host.post(SHOP[0], start_update(user(21, "Sam")), SHOP[2]) == 200
+    assert await host.post(SHOP[0], start_update(user(22)), "copy-secret") == 401
+    report = host.host.report()
+    assert report["shop"] == {"status": "serving", "id": int(SHOP[0])}
+    reason = "the same bot (token) as shop.env"
+    assert report[f"{newcomer}.env"] == {"status": "invalid", "error": reason}
+    invalid = [e for e in logs if e["event"] == "bot_file_invalid"]
+    assert [(e["file"], e["reason"]) for e in invalid] == [(f"{newcomer}.env", reason)]
+    assert SHOP[1] not in repr(logs)
+    assert [e["bot"] for e in logs if e["event"] in {"bot_added", "bot_removed"}] == []
+
+
+def bot_files(bots_dir: Path, *bots: tuple[str, tuple[str, str, str]]) -> None:
+    for name, (_, token, secret) in bots:
+        (bots_dir / f"{name}.env").write_text(f"BOT_TOKEN={token}\nWEBHOOK_SECRET={secret}\n")
+
+
+async def get_json(url: str) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        return response.status, await response.json()
+
+
+async def post_update(url: str, bot: tuple[str, str, str]) -> int:
+    headers = {"X-Telegram-Bot-Api-Secret-Token": bot[2]}
+    async with aiohttp.ClientSession() as http:
+        update = start_update(user(31, "Fifo"))
+        async with http.post(f"{url}/webhook/{bot[0]}", json=update, headers=headers) as response:
+            return response.status
+
+
+async def test_a_fifo_and_an_endless_link_in_bots_dir_leave_the_host_working(
+    tmp_path: Path, fake_telegram: FakeTelegram, host_database: str, project_name: str
+) -> None:
+    """A FIFO is never opened (it would wait for a writer for good) and /dev/zero never read:
+    new bots still come, removed ones go, /readyz names both files, and SIGTERM ends it."""
+    bots_dir = tmp_path / "bots"
+    bots_dir.mkdir()
+    bot_files(bots_dir, ("shop", SHOP))
+    env = {
+        "BOTS_DIR": str(bots_dir),
+        "DATABASE_URL": host_database,
+        "TELEGRAM_API_URL": fake_telegram.url,
+        "PROJECT_NAME": project_name,
+        "LOG_FORMAT": "json",
+        "TELEGRAM_CHAT_RATE_LIMIT": "0",
+    }
+    process = BotProcess(env, cwd=tmp_path, command="host")
+    try:
+        await process.start()
+        os.mkfifo(bots_dir / "zzz.env")
+        (bots_dir / "zero.env").symlink_to("/dev/zero")
+        bot_files(bots_dir, ("news", NEWS))
+        (bots_dir / "shop.env").unlink()
+
+        async def rescanned() -> dict[str, Any]:
+            deadline = time.monotonic() + 30  # a rescan every 5 s
+            while True:
+                status, body = await get_json(f"{process.url}/readyz")
+                bots = body["checks"]["bots"]
+                if "shop" not in bots and bots.get("news", {}).get("status") == "serving":
+                    assert status == 200, body
+                    return body["checks"]
+                assert time.monotonic() < deadline, f"the host did not rescan: {body}"
+                await asyncio.sleep(0.2)
+
+        checks = await rescanned()
+        assert checks["bots"]["zzz.env"] == {"status": "invalid", "error": "not a regular file"}
+        leaves = "a symlink that leaves the directory"
+        assert checks["bots"]["zero.env"] == {"status": "invalid", "error": leaves}
+        assert checks["bots_dir"] == {"status": "ok"}
+        assert await post_update(process.url, NEWS) == 200
+        assert await post_update(process.url, SHOP) == 404
+    finally:
+        stopping = time.monotonic()
+        code = await process.stop()
+    stopped = time.monotonic() - stopping
+    print(f"stopped {stopped:.1f} s after SIGTERM")  # noqa: T201 - the figure
+    assert code == 0, process.text
+    assert stopped < 30, process.text  # stop() kills after 60 s
+
+
+async def test_the_host_listens_at_once_whatever_the_database_does(
+    tmp_path: Path, fake_telegram: FakeTelegram, project_name: str
+) -> None:
+    """A database that accepts connections and never answers: /healthz answers within the
+    startupProbe's budget (60 s), /readyz tells which bots are not loaded, SIGTERM ends it."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    bots_dir = tmp_path / "bots"
+    bots_dir.mkdir()
+    four = ("shop", SHOP), ("news", NEWS), ("mail", MAIL), ("post", ("5550004", TOKEN_4, "p-s"))
+    bot_files(bots_dir, *four)
+    env = {
+        "BOTS_DIR": str(bots_dir),
+        "DATABASE_URL": f"postgresql+asyncpg://bot:pw@127.0.0.1:{port}/bots",
+        "TELEGRAM_API_URL": fake_telegram.url,
+        "PROJECT_NAME": project_name,
+        "LOG_FORMAT": "json",
+    }
+    process = BotProcess(env, cwd=tmp_path, command="host")
+    try:
+        seconds = await process.start(wait_ready=False, timeout=45)
+        print(f"/healthz answered {seconds:.1f} s after the start")  # noqa: T201 - the figure
+        status, body = await get_json(f"{process.url}/readyz")
+        assert status == 503
+        assert body["checks"]["database"]["status"] == "error"
+        assert body["checks"]["bots_dir"] == {"status": "loading"}
+        bots = body["checks"]["bots"]
+        assert set(bots) <= {name for name, _ in four}
+        assert {entry["status"] for entry in bots.values()} <= {"pending"}
+        # Each bot's check ends (bounded), and each says why it is not served.
+        deadline = time.monotonic() + 60
+        while not (
+            len(bots) == 4
+            and all(e["status"] in {"failed", "schema_behind"} for e in bots.values())
+        ):
+            assert time.monotonic() < deadline, bots
+            await asyncio.sleep(0.5)
+            bots = (await get_json(f"{process.url}/readyz"))[1]["checks"]["bots"]
+        assert (await get_json(f"{process.url}/healthz"))[0] == 200
+    finally:
+        stopping = time.monotonic()
+        code = await process.stop()
+        silent.close()
+        for writer in held:
+            writer.close()
+    stopped = time.monotonic() - stopping
+    print(f"stopped {stopped:.1f} s after SIGTERM")  # noqa: T201 - the figure
+    assert code == 0, process.text
+    assert stopped < 30, process.text
+
+
+@pytest.mark.parametrize("host_database_url", ["sqlite"], indirect=True)
+async def test_a_stalled_scan_shows_in_readyz_and_the_bots_keep_serving(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    """A directory whose read never returns (a hung network mount: here a read that waits for
+    the test) leaves the bots as they were, makes /readyz not ready, and holds no exit."""
+    host = await make_host(("shop", SHOP))
+    unstuck = threading.Event()
+
+    def hung_read(directory: Path, owners: dict[int, str]) -> BotsSnapshot:
+        unstuck.wait(60)
+        return read_bots_dir(directory, owners)
+
+    host.host.scanner = DirScanner(host.bots_dir, read=hung_read)
+    host.host.scan_timeout = 0.2
+    host.put("news", NEWS)
+    assert await host.host.sync() is False
+    await until(lambda: host.host.scan_report()["status"] == "stalled")
+    status, body = await host.readyz()
+    assert status == 503
+    assert body["checks"]["bots_dir"]["status"] == "stalled"
+    assert list(body["checks"]["bots"]) == ["shop"]
+    assert await host.post(SHOP[0], start_update(user(41)), SHOP[2]) == 200
+    # The scan runs in a daemon thread: the interpreter's exit does not wait for it.
+    assert [t.daemon for t in threading.enumerate() if t.name == "bots-dir-scan"] == [True]
+    assert await host.host.sync() is False  # still the same scan: no second thread
+    assert len([t for t in threading.enumerate() if t.name == "bots-dir-scan"]) == 1
+    unstuck.set()
+    await until(lambda: host.host.scanner.running_for() == 0)
+    assert await host.host.sync() is True
+    status, body = await host.readyz()
+    assert status == 200
+    assert body["checks"]["bots_dir"] == {"status": "ok"}
+    assert await host.post(NEWS[0], start_update(user(42)), NEWS[2]) == 200

@@ -4,6 +4,7 @@ Bot API retries, and PostgreSQL/Redis going away."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -571,3 +572,100 @@ async def test_a_client_hanging_up_mid_body_is_counted_as_a_400(
                 await asyncio.sleep(0.05)
     assert after - before == 1
     assert h.telegram.calls == []
+
+
+HALF_SENT = (
+    b"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 1000\r\nX-Telegram-Bot-Api-Secret-Token: %s\r\n\r\n"
+    b'{"update_id": 1, "mess'
+)
+
+
+async def test_half_sent_bodies_are_dropped_after_the_read_timeout(
+    make_harness: MakeHarness, database_url: str
+) -> None:
+    """200 clients send the headers and part of the body, then nothing: each gets its answer
+    and its connection closed once REQUEST_READ_TIMEOUT_SECONDS has passed (with the secret:
+    408; without: 401 at once, closed after the linger), and a real update still goes through.
+    Served as in production (start_http)."""
+    h = await make_harness(
+        database_url=database_url,
+        redis_url="",
+        webhook_secret=TEST_SECRET,
+        request_read_timeout_seconds=1,
+    )
+    port = free_port()
+    async with AsyncExitStack() as stack, aiohttp.ClientSession() as http:
+        runner = await start_http(
+            create_app(h.app, state=ServerState()), host="127.0.0.1", port=port, stack=stack
+        )
+        baseline = len(runner.server.connections)
+
+        async def half_send(secret: bytes) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(HALF_SENT % secret)
+            await writer.drain()
+            try:
+                return await reader.read()  # until the server closes the connection
+            finally:
+                writer.close()
+
+        started = asyncio.get_running_loop().time()
+        async with asyncio.timeout(30):  # read timeout 1 s + linger 2 s, on a loaded machine
+            replies = await asyncio.gather(
+                *(half_send(TEST_SECRET.encode() if i % 2 else b"wrong") for i in range(200))
+            )
+        seconds = asyncio.get_running_loop().time() - started
+        print(f"200 half-sent requests closed within {seconds:.1f} s")  # noqa: T201
+        status_lines = [reply.split(b"\r\n", 1)[0] for reply in replies]
+        assert status_lines.count(b"HTTP/1.1 408 Request Timeout") == 100
+        assert status_lines.count(b"HTTP/1.1 401 Unauthorized") == 100
+        assert b'{"error": "body not received in time"}' in replies[1]
+        async with asyncio.timeout(10):
+            while len(runner.server.connections) > baseline:
+                await asyncio.sleep(0.05)
+        headers = {"X-Telegram-Bot-Api-Secret-Token": TEST_SECRET}
+        update = start_update(user(uid(), "Slow"))
+        async with http.post(f"http://127.0.0.1:{port}/webhook", json=update, headers=headers) as r:
+            assert r.status == 200
+    assert h.telegram.sent_texts()[0].startswith("Hello, Slow!")
+
+
+async def test_request_headers_that_never_end_are_dropped(
+    make_harness: MakeHarness, database_url: str
+) -> None:
+    """Slowloris on the headers: aiohttp's keep-alive timer runs from the connection's start,
+    so a request whose headers trickle in forever is closed when it expires (IDLE_TIMEOUT_SECONDS
+    in production; 1 s here)."""
+    h = await make_harness(database_url=database_url, redis_url="", webhook_secret=TEST_SECRET)
+    port = free_port()
+    async with AsyncExitStack() as stack:
+        runner = await start_http(
+            create_app(h.app, state=ServerState()),
+            host="127.0.0.1",
+            port=port,
+            stack=stack,
+            idle_timeout=1,
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+
+        async def trickle() -> None:
+            # One header's value, a byte at a time: within aiohttp's limits on the number and
+            # size of headers (128, 8190 bytes), which would end it otherwise.
+            with contextlib.suppress(ConnectionError):  # the server hung up: done
+                for _ in range(600):
+                    writer.write(b"a")
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+
+        trickling = asyncio.ensure_future(trickle())
+        try:
+            async with asyncio.timeout(20):
+                assert await reader.read() == b""  # closed, no answer
+        finally:
+            trickling.cancel()
+            writer.close()
+        async with asyncio.timeout(10):
+            while runner.server.connections:
+                await asyncio.sleep(0.05)

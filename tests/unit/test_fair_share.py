@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.fair_share import RECOUNT_SECONDS, FairShare
 
 FLOODED, QUIET, OTHER = 1, 2, 3
@@ -101,3 +103,17 @@ async def test_a_wait_that_times_out_is_refused_and_leaves_nothing_behind() -> N
     shares.release(FLOODED)
     assert shares.in_flight(FLOODED) == 0  # no slot was handed to the departed waiter
     assert await shares.acquire(FLOODED, wait=0)
+
+
+async def test_a_slot_is_held_inside_its_context_and_released_on_the_way_out() -> None:
+    shares = FairShare(1, clock=Clock())
+    async with shares.slot(FLOODED, wait=0) as first:
+        assert first
+        async with shares.slot(FLOODED, wait=0) as second:
+            assert not second  # over the share: refused, and nothing to release
+        assert shares.in_flight(FLOODED) == 1
+    assert shares.in_flight(FLOODED) == 0
+    with pytest.raises(RuntimeError):
+        async with shares.slot(FLOODED, wait=0):
+            raise RuntimeError
+    assert shares.in_flight(FLOODED) == 0  # released by a failing update too
