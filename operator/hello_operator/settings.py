@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from hello_operator.pod_shape import BotPod, chart_dir, load_bot_pod
 from hello_operator.policy import Policy
@@ -52,7 +53,7 @@ class OperatorConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
         env = os.environ if environ is None else environ
-        admin_url = env.get("SHARED_POSTGRES_ADMIN_URL", "")
+        admin_url = shared_postgres_admin_url(env)
         parsed = urlsplit(admin_url) if admin_url else None
         host = env.get("SHARED_POSTGRES_HOST") or (parsed.hostname if parsed else "") or ""
         port = env.get("SHARED_POSTGRES_PORT") or (
@@ -82,3 +83,40 @@ class OperatorConfig:
                 annotations=env.get("ALLOWED_INGRESS_ANNOTATIONS", ""),
             ),
         )
+
+
+# Secret settings a Secret volume may hold as files in SECRETS_DIR (file name = variable name),
+# so that no credential sits in the operator's environment.
+SECRET_FILES = ("SHARED_POSTGRES_ADMIN_URL", "SHARED_POSTGRES_PASSWORD")
+
+
+def secret_values(env: Mapping[str, str]) -> dict[str, str]:
+    """SHARED_POSTGRES_ADMIN_URL and SHARED_POSTGRES_PASSWORD: a file in SECRETS_DIR, else the
+    variable. A SECRETS_DIR that is not a directory is an error, not a silently empty source."""
+    values = {name: env.get(name, "") for name in SECRET_FILES}
+    directory = env.get("SECRETS_DIR", "")
+    if not directory:
+        return values
+    root = Path(directory)
+    if not root.is_dir():
+        msg = f"SECRETS_DIR {directory} is not a directory"
+        raise ValueError(msg)
+    for name in SECRET_FILES:
+        path = root / name
+        if path.is_file():
+            values[name] = path.read_text(encoding="utf-8").strip()
+    return values
+
+
+def shared_postgres_admin_url(env: Mapping[str, str]) -> str:
+    """The admin URL; SHARED_POSTGRES_PASSWORD replaces its password, so the URL can sit in plain
+    configuration and the password in a Secret file."""
+    values = secret_values(env)
+    url, password = values["SHARED_POSTGRES_ADMIN_URL"], values["SHARED_POSTGRES_PASSWORD"]
+    if not url or not password:
+        return url
+    parts = urlsplit(url)
+    user_info, _, host = parts.netloc.rpartition("@")
+    user = user_info.split(":", 1)[0]
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -11,6 +11,7 @@ import re
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import helm_python as helm
 import kubernetes_validate
@@ -309,8 +310,9 @@ def test_resources_come_from_operator_resources(render) -> None:
 
 
 def _environ(container: dict[str, Any]) -> dict[str, str]:
-    """The environment the process sees: plain values, $(VAR) expanded like the kubelet does,
-    secret references replaced by a marker naming the Secret and key."""
+    """The environment the process sees: plain values, $(VAR) expanded like the kubelet does;
+    a secret reference would be a marker naming the Secret and key (there are none: secrets
+    arrive as files, `_secret_files`)."""
     environ: dict[str, str] = {}
     for entry in container["env"]:
         if "value" in entry:
@@ -323,6 +325,28 @@ def _environ(container: dict[str, Any]) -> dict[str, str]:
     return environ
 
 
+def _secret_files(objects: list[Manifest], root: Path) -> dict[str, str]:
+    """The operator's environment with its secret volume laid out under `root` as the kubelet
+    would, each file holding a marker naming the Secret and key."""
+    deployment = one(objects, "Deployment", OPERATOR)
+    container = _container(objects)
+    environ = _environ(container)
+    volumes = {
+        volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]
+    }
+    for mount in container.get("volumeMounts", []):
+        if mount["mountPath"] != environ.get("SECRETS_DIR"):
+            continue
+        secret = volumes[mount["name"]]["secret"]
+        for item in secret["items"]:
+            path = root / mount["mountPath"].lstrip("/") / item["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"<{secret['secretName']}/{item['key']}>")
+    if "SECRETS_DIR" in environ:
+        environ["SECRETS_DIR"] = str(root / environ["SECRETS_DIR"].lstrip("/"))
+    return environ
+
+
 @pytest.fixture
 def operator_config(monkeypatch: pytest.MonkeyPatch) -> Any:
     # operator/ is a folder, not a package (it would shadow stdlib `operator`).
@@ -331,22 +355,18 @@ def operator_config(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_bundled_postgresql_is_the_shared_server(
-    rendered_variants: dict[str, list[Manifest]], operator_config: Any
+    rendered_variants: dict[str, list[Manifest]], operator_config: Any, tmp_path: Path
 ) -> None:
-    container = _container(rendered_variants["operator-on"])
-    env = env_of(container)
-    # The server's superuser, not the bot's role (which is none: test_postgresql_roles.py).
-    assert env["SHARED_POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": f"{FULLNAME}-postgresql-admin",
-        "key": "postgres-password",
-    }
-    names = [entry["name"] for entry in container["env"]]
-    # $(VAR) expands only variables defined earlier in the list.
-    assert names.index("SHARED_POSTGRES_PASSWORD") < names.index("SHARED_POSTGRES_ADMIN_URL")
+    objects = rendered_variants["operator-on"]
+    env = env_of(_container(objects))
+    # The password is a file, never a variable (test_chart_secrets.py checks every workload).
+    assert "SHARED_POSTGRES_PASSWORD" not in env
     host = f"{FULLNAME}-postgresql.{NAMESPACE}.svc"
-    config = operator_config.from_env(_environ(container))
+    # The server's superuser, not the bot's role (which is none: test_postgresql_roles.py).
+    config = operator_config.from_env(_secret_files(objects, tmp_path))
+    password = quote(f"<{FULLNAME}-postgresql-admin/postgres-password>", safe="")
     assert config.shared_postgres_admin_url == (
-        f"postgresql://postgres:<{FULLNAME}-postgresql-admin/postgres-password>@{host}:5432/hellobot"
+        f"postgresql://postgres:{password}@{host}:5432/hellobot"
     )
     assert (config.shared_postgres_host, config.shared_postgres_port) == (host, 5432)
     assert config.telegram_api_url == "https://api.telegram.org"
@@ -362,13 +382,16 @@ def test_every_variable_set_is_one_the_settings_read(
 ) -> None:
     source = (REPO_ROOT / "operator" / "hello_operator" / "settings.py").read_text()
     read = set(re.findall(r'env\.get\(\s*"([A-Z_]+)"', source))
+    # Secret settings are read as a file or a variable of the same name.
+    secret_files = re.search(r"SECRET_FILES = \(([^)]*)\)", source)
+    assert secret_files
+    read |= set(re.findall(r'"([A-Z_]+)"', secret_files.group(1)))
     assert "TELEGRAM_API_URL" in read
     names = {entry["name"] for entry in _container(rendered_variants["operator-on"])["env"]}
-    # SHARED_POSTGRES_PASSWORD only feeds the $(VAR) expansion of the admin URL.
-    assert names - {"SHARED_POSTGRES_PASSWORD"} <= read
+    assert names <= read
 
 
-def test_settings_are_values(render, operator_config: Any) -> None:
+def test_settings_are_values(render, operator_config: Any, tmp_path: Path) -> None:
     objects = render(
         {
             "bot": {"telegramApiUrl": "http://telegram-bot-api.tg:8081"},
@@ -381,7 +404,7 @@ def test_settings_are_values(render, operator_config: Any) -> None:
             },
         }
     )
-    config = operator_config.from_env(_environ(_container(objects)))
+    config = operator_config.from_env(_secret_files(objects, tmp_path))
     # Empty operator.telegramApiUrl follows the bot's.
     assert config.telegram_api_url == "http://telegram-bot-api.tg:8081"
     assert config.telegram_timeout_seconds == 5.0
@@ -392,7 +415,7 @@ def test_settings_are_values(render, operator_config: Any) -> None:
     assert _environ(_container(own))["TELEGRAM_API_URL"] == "https://tg.example.com"
 
 
-def test_admin_url_from_an_existing_secret(render, operator_config: Any) -> None:
+def test_admin_url_from_an_existing_secret(render, operator_config: Any, tmp_path: Path) -> None:
     objects = render(
         {
             "operator": {
@@ -401,15 +424,29 @@ def test_admin_url_from_an_existing_secret(render, operator_config: Any) -> None
             }
         }
     )
-    container = _container(objects)
-    env = env_of(container)
-    assert env["SHARED_POSTGRES_ADMIN_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "pg-admin",
-        "key": "SHARED_POSTGRES_ADMIN_URL",
-    }
-    assert "SHARED_POSTGRES_PASSWORD" not in env
-    config = operator_config.from_env(_environ(container))
+    env = env_of(_container(objects))
+    assert not {"SHARED_POSTGRES_ADMIN_URL", "SHARED_POSTGRES_PASSWORD"} & set(env)
+    config = operator_config.from_env(_secret_files(objects, tmp_path))
+    assert config.shared_postgres_admin_url == "<pg-admin/SHARED_POSTGRES_ADMIN_URL>"
     assert (config.shared_postgres_host, config.shared_postgres_port) == ("pg.internal", 5432)
+
+
+def test_the_policy_values_reach_the_operator(render, operator_config: Any, tmp_path: Path) -> None:
+    objects = render(
+        {
+            "operator": {
+                "enabled": True,
+                "allowedImages": ["registry.example/hello-bot:", "registry.example/team/"],
+                "allowedIngressAnnotations": ["cert-manager.io/"],
+            }
+        }
+    )
+    policy = operator_config.from_env(_secret_files(objects, tmp_path)).policy
+    assert policy.images == ("registry.example/hello-bot:", "registry.example/team/")
+    assert policy.annotations == ("cert-manager.io/",)
+    plain = render({"operator": {"enabled": True}})
+    default = operator_config.from_env(_secret_files(plain, tmp_path / "default"))
+    assert default.policy.images == default.policy.annotations == ()
 
 
 @pytest.mark.parametrize(
@@ -448,7 +485,8 @@ def test_pod_is_restricted_and_writes_only_tmp(
     assert spec["enableServiceLinks"] is False
     container = _container(rendered_variants["operator-on"])
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    writable = [mount for mount in container["volumeMounts"] if not mount.get("readOnly")]
+    assert writable == [{"name": "tmp", "mountPath": "/tmp"}]
 
 
 # --- NetworkPolicies --------------------------------------------------------------------------

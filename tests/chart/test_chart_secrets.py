@@ -72,13 +72,8 @@ def test_no_secret_value_outside_the_secret(render, redis_enabled: bool) -> None
         )
 
 
-# The one container that still takes a secret as a variable, and why: the operator's settings
-# (operator/hello_operator/settings.py) read the shared PostgreSQL's admin URL from the
-# environment only (the bundled server's password, or the URL from an existing Secret).
-SECRET_ENV_EXCEPTIONS = {
-    ("Deployment", f"{FULLNAME}-operator", "operator", "SHARED_POSTGRES_PASSWORD"),
-    ("Deployment", f"{FULLNAME}-operator", "operator", "SHARED_POSTGRES_ADMIN_URL"),
-}
+# No container takes a secret as a variable, the operator's included (SECRETS_DIR).
+SECRET_ENV_EXCEPTIONS: set[tuple[str, str, str, str]] = set()
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
