@@ -594,3 +594,16 @@ def test_policies_off_means_no_operator_policy(render) -> None:
     objects = render({**ON, "networkPolicy": {"enabled": False}})
     assert find(objects, "NetworkPolicy") == []
     assert one(objects, "Deployment", OPERATOR)
+
+
+def test_a_namespaced_operator_reaches_bot_hosts_only_in_its_namespaces(render) -> None:
+    objects = render({"operator": {"enabled": True, "watchNamespaces": ["team-a", "team-b"]}})
+    egress = _policy(objects, OPERATOR)["egress"]
+    (hosts,) = [rule for rule in egress if _ports(rule) == {(8080, "TCP")}]
+    (peer,) = hosts["to"]
+    assert peer["namespaceSelector"] == {
+        "matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}
+        ]
+    }
+    assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "host"
