@@ -59,7 +59,8 @@ def bot_key(name: str) -> str:
 
 
 def bot_file(token: str, webhook_secret: str) -> str:
-    """The member's `<name>.env`: what bot/bots_dir.py reads (only these two keys are per bot)."""
+    """The member's `<name>.env`: what bot/hosting/bots_dir.py reads (only these two keys are per
+    bot)."""
     return f"BOT_TOKEN={token}\nWEBHOOK_SECRET={webhook_secret}\n"
 
 
