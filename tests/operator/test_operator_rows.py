@@ -1,4 +1,4 @@
-"""A bot's rows follow it between runtimes (`hello_operator.rows`, called from `runtime`).
+"""A bot's rows follow it between runtimes (`hello_operator.rows`, called from `row_moves`).
 
 Real PostgreSQL: each test's stores are the databases the operator would make, migrated by the
 bot's own migrations as its `migrate` runs them, and read back the way the bot reads them (its
