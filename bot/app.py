@@ -20,11 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.cache import Cache, create_redis
 from bot.config import Settings
+from bot.db.bot_stores import bot_namespace, bot_scope
 from bot.db.engine import create_engine
 from bot.db.ledger import UpdateLedger
 from bot.db.schema import SchemaGate
 from bot.db.scope import DataScope
-from bot.db.tenants import bot_namespace, bot_scope
 from bot.delivery.deadline import DeadlineMiddleware, update_budget
 from bot.delivery.outbound import FloodControlMiddleware, RetryMiddleware, pin_response_models
 from bot.handlers import common, failures, language, start

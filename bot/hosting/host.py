@@ -20,9 +20,9 @@ from prometheus_client import REGISTRY
 
 from bot.app import Runtime, create_bot, create_session, open_runtime
 from bot.config import Settings
+from bot.db.bot_stores import bot_namespace, bot_scope
 from bot.db.engine import create_engine
 from bot.db.schema import SchemaGate
-from bot.db.tenants import bot_namespace, bot_scope
 from bot.hosting.bots_dir import BotEntry, DirScanner, read_bots_dir
 from bot.hosting.fair_share import FairShare
 from bot.lifecycle import ServerState, settle_heap, until_signalled

@@ -349,12 +349,12 @@ async def database_exists(admin_url: str, target: DatabaseTarget) -> bool:
 
 
 def tenant_schema(bot_name: str) -> str:
-    """The bot's schema in a hosts' database: the same name as bot/db/tenants.py gives it."""
+    """The bot's schema in a hosts' database: the same name as bot/db/bot_stores.py gives it."""
     return "bot_" + bot_name.replace("-", "_")
 
 
 def tenant_role(database: str, bot_name: str) -> str:
-    """The bot's role there, as bot/db/tenants.py names it (the database's hash: roles are
+    """The bot's role there, as bot/db/bot_stores.py names it (the database's hash: roles are
     cluster-wide, and another namespace's hosts may have a bot of the same name). Injective:
     bot names (bot/hosting/bots_dir.py, [a-z0-9-]{1,40}) have no `@` and leave the name under 63
     bytes."""

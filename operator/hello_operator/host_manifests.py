@@ -3,7 +3,7 @@
 One host per namespace and image serves every Shared TelegramBot of that image (`python -m bot
 host`, DESIGN.md section 8). Its bots Secret holds one `<name>.env` key per member, mounted as
 the host's BOTS_DIR, so members come and go without a restart. Every host of a namespace uses
-one database (one schema and role per bot inside it, bot/db/tenants.py), so a bot that moves to
+one database (one schema and role per bot inside it, bot/db/bot_stores.py), so a bot that moves to
 another image's host keeps its rows.
 
 The host's objects are owned by all their members at once (owner references without

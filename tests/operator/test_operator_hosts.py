@@ -147,7 +147,7 @@ def test_bad_shared_specs_are_named(bad: dict[str, Any], fragment: str) -> None:
 
 
 def test_tenant_names_are_the_hosts() -> None:
-    """The operator drops what `migrate` made: the names must be bot/db/tenants.py's."""
+    """The operator drops what `migrate` made: the names must be bot/db/bot_stores.py's."""
     assert database.tenant_schema("my-bot") == tenants.schema_name("my-bot")
     assert database.tenant_role("tgbot_x__hosts", "my-bot") == tenants.role_name(
         "tgbot_x__hosts", "my-bot"

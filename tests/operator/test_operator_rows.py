@@ -38,9 +38,9 @@ from test_operator_runtime import BOT_ID, HOST_1, hosting_operator, served_by
 __all__ = ["hosting_operator"]  # the fixture, shared with the runtime tests
 
 from bot.cache import Cache
+from bot.db.bot_stores import postgres_scope
 from bot.db.migrations import upgrade_to_head
 from bot.db.scope import DataScope
-from bot.db.tenants import postgres_scope
 from bot.services.users import UserProfile, UserService
 from bot.tenant import Tenant
 
