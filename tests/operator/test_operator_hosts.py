@@ -15,7 +15,7 @@ from hello_operator.kube import KubeClient
 from hello_operator.pod_shape import load_bot_pod
 from operator_support import PG_ADMIN_URL, Cluster, StampingEmulator
 
-from bot.db import tenants
+from bot.db import bot_stores
 from tests.support.bot_process import BotProcess
 
 API = "http://127.0.0.1:9/bot-api"
@@ -148,8 +148,8 @@ def test_bad_shared_specs_are_named(bad: dict[str, Any], fragment: str) -> None:
 
 def test_tenant_names_are_the_hosts() -> None:
     """The operator drops what `migrate` made: the names must be bot/db/bot_stores.py's."""
-    assert database.tenant_schema("my-bot") == tenants.schema_name("my-bot")
-    assert database.tenant_role("tgbot_x__hosts", "my-bot") == tenants.role_name(
+    assert database.tenant_schema("my-bot") == bot_stores.schema_name("my-bot")
+    assert database.tenant_role("tgbot_x__hosts", "my-bot") == bot_stores.role_name(
         "tgbot_x__hosts", "my-bot"
     )
 
@@ -173,7 +173,7 @@ async def test_drop_tenant_removes_the_bots_schema_and_role_only(
     try:
         for bot, owner in bots.items():
             role = await database.ensure_tenant_role(PG_ADMIN_URL, hosts, owner)
-            schema = tenants.schema_name(bot)
+            schema = bot_stores.schema_name(bot)
             await conn.execute(f'CREATE SCHEMA "{schema}"')
             await conn.execute(f'CREATE TABLE "{schema}".users (id int)')
             await conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
@@ -191,8 +191,8 @@ async def test_drop_tenant_removes_the_bots_schema_and_role_only(
         assert "bot_gone" not in schemas
         assert "bot_stays" in schemas
         roles = {r[0] for r in await conn.fetch("SELECT rolname FROM pg_roles")}
-        assert tenants.role_name(hosts.database, "gone") not in roles
-        assert tenants.role_name(hosts.database, "stays") in roles
+        assert bot_stores.role_name(hosts.database, "gone") not in roles
+        assert bot_stores.role_name(hosts.database, "stays") in roles
     finally:
         await conn.execute('DROP SCHEMA IF EXISTS "bot_stays" CASCADE')
         await conn.close()
