@@ -58,7 +58,7 @@ from benchmarks.harness import (
     start_updates,
     table,
 )
-from bot.fair_share import ACTIVE_WINDOW_SECONDS
+from bot.hosting.fair_share import ACTIVE_WINDOW_SECONDS
 
 MIB = 2**20
 # Targets of issue 12 (the memory limit one bot has today, charts/hello-bot/values.yaml).
@@ -66,7 +66,7 @@ MAX_HOST_MIB = 256.0
 MAX_MIB_PER_BOT = 0.5
 MIN_SPREAD_RATIO = 0.9
 MAX_P99_RATIO = 2.0
-# bot.host.BotHost.max_in_flight with the chart's pool.
+# bot.hosting.host.BotHost.max_in_flight with the chart's pool.
 IN_FLIGHT_CAP = max(2, (int(CHART_POOL["DB_POOL_SIZE"]) + int(CHART_POOL["DB_MAX_OVERFLOW"])) // 2)
 # A host with 100 bots migrates (checks) each before it serves; the loaded machine is slow.
 READY_TIMEOUT = 300.0
@@ -171,7 +171,7 @@ class Served:
         return base if self.single else f"{base}/{bot.bot_id}"
 
     async def ready(self) -> None:
-        # /readyz answers once every bot of the directory was added (bot.host.run_host).
+        # /readyz answers once every bot of the directory was added (bot.hosting.host.run_host).
         url = f"http://127.0.0.1:{self.port}/readyz"
         seconds = await self.child.wait_http(url, timeout=READY_TIMEOUT)
         progress(f"{self.label} ready after {seconds:.0f} s")

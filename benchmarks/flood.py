@@ -24,7 +24,7 @@ from benchmarks.harness import deliver, posts, start_updates
 
 # Telegram's default max_connections towards one webhook.
 CONNECTIONS = 40
-# The host's Retry-After on a 503 (bot.host.BotHost.handle).
+# The host's Retry-After on a 503 (bot.hosting.host.BotHost.handle).
 RETRY_AFTER = 1.0
 
 

@@ -24,7 +24,7 @@ import asyncpg
 import psutil
 from redis.asyncio import Redis
 
-from bot.db.tenants import role_name
+from bot.db.bot_stores import role_name
 
 ROOT = Path(__file__).resolve().parents[1]
 # The machine's services (trust auth), as the test suite uses them; override to point elsewhere.
@@ -164,7 +164,7 @@ async def create_database(prefix: str = "hb_bench") -> tuple[str, str]:
 
 async def drop_database(name: str) -> None:
     """Drops the database, then the bot roles a host made for it: roles belong to the whole
-    cluster and outlive the database (bot.db.tenants.role_name ties them to its name)."""
+    cluster and outlive the database (bot.db.bot_stores.role_name ties them to its name)."""
     connection = await asyncpg.connect(ADMIN_DSN)
     try:
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -37,7 +37,7 @@ from benchmarks.harness import (
     running,
     table,
 )
-from bot.fair_share import ACTIVE_WINDOW_SECONDS
+from bot.hosting.fair_share import ACTIVE_WINDOW_SECONDS
 
 
 def one_bot(served: Served, bots: list[BotFile], count: int) -> list[Post]:

@@ -72,17 +72,17 @@ def _command(
         # bot.lifecycle.settle_heap() turns the collector back on once the bot is up.
         gc.disable()
     if command == "serve":
-        from bot.web import run_server  # noqa: PLC0415 - only serve needs aiohttp.web
+        from bot.serving.webhook import run_server  # noqa: PLC0415 - only serve needs aiohttp.web
 
         return run_server(settings)
     if command == "poll":
-        from bot.polling import run_polling  # noqa: PLC0415
+        from bot.serving.polling import run_polling  # noqa: PLC0415
 
         return run_polling(settings)
     if command == "chat":
         return _chat(settings, args)
     if command == "host":
-        from bot.host import run_host  # noqa: PLC0415
+        from bot.hosting.host import run_host  # noqa: PLC0415
 
         return run_host(settings)
     return _migrate(settings)
@@ -120,7 +120,7 @@ def _url_password(url: str) -> str | None:
 async def _chat(settings: Settings, args: argparse.Namespace) -> None:
     from aiogram.types import User  # noqa: PLC0415
 
-    from bot.console import run_console  # noqa: PLC0415
+    from bot.serving.console import run_console  # noqa: PLC0415
 
     first_name = args.first_name or getpass.getuser().capitalize() or "Developer"
     user = User(
@@ -131,7 +131,7 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> None:
         language_code=args.lang,
     )
     if args.bot is not None:
-        from bot.bots_dir import read_bots_dir  # noqa: PLC0415
+        from bot.hosting.bots_dir import read_bots_dir  # noqa: PLC0415
 
         if args.bot not in read_bots_dir(settings.require_bots_dir()).bots:
             msg = f"--bot {args.bot}: no valid {args.bot}.env in BOTS_DIR"
@@ -141,7 +141,7 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> None:
 
 async def _migrate(settings: Settings) -> None:
     if settings.bots_dir is not None:
-        from bot.host import migrate_bots  # noqa: PLC0415
+        from bot.hosting.host import migrate_bots  # noqa: PLC0415
 
         await migrate_bots(settings)
         return

@@ -20,12 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.cache import Cache, create_redis
 from bot.config import Settings
+from bot.db.bot_stores import bot_namespace, bot_scope
 from bot.db.engine import create_engine
 from bot.db.ledger import UpdateLedger
 from bot.db.schema import SchemaGate
 from bot.db.scope import DataScope
-from bot.db.tenants import bot_namespace, bot_scope
-from bot.deadline import DeadlineMiddleware, update_budget
+from bot.delivery.deadline import DeadlineMiddleware, update_budget
+from bot.delivery.outbound import FloodControlMiddleware, RetryMiddleware, pin_response_models
 from bot.handlers import common, failures, language, start
 from bot.i18n import load_i18n
 from bot.middlewares.dedup import DeduplicationMiddleware
@@ -33,7 +34,6 @@ from bot.middlewares.locale import LocaleMiddleware
 from bot.middlewares.observer import HandlerNameMiddleware, UpdateObserverMiddleware
 from bot.middlewares.session import SessionMiddleware
 from bot.observability.tracing import BotApiTracing, RedisSpans, start_tracing
-from bot.outbound import FloodControlMiddleware, RetryMiddleware, pin_response_models
 from bot.services.users import UserService
 from bot.tenant import Tenant
 

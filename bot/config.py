@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     webhook_path: str = "/webhook"
     webhook_secret: SecretStr | None = None
     webhook_max_connections: int = Field(default=40, ge=1, le=100)
-    # How often serve asks getWebhookInfo for Telegram's view of delivery (bot.webhook_info).
+    # How often serve asks getWebhookInfo for Telegram's view of delivery
+    # (bot.observability.webhook_info).
     webhook_info_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
     # How long a webhook request's body may take to arrive: a client that sends it slower is
     # answered 408 and its connection closed, so slow clients cannot pile up connections.
@@ -60,8 +61,8 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0, le=100)
     shutdown_grace_seconds: float = Field(default=20.0, gt=0, le=300)
     # Processing deadline, counted from the update's claim. Waits for Telegram's pacing do not
-    # count, up to as long again within 50 s in all (bot.deadline); with the claim wait (5 s)
-    # the webhook answers within 56 s: under Telegram's 60 s.
+    # count, up to as long again within 50 s in all (bot.delivery.deadline); with the claim wait
+    # (5 s) the webhook answers within 56 s: under Telegram's 60 s.
     update_timeout_seconds: float = Field(default=25.0, gt=0, le=50)
     # Polling: updates processed at once (more are not fetched, so none is confirmed unstarted),
     # and how long a retryable failure is retried in-process before the update is given up.
@@ -74,7 +75,8 @@ class Settings(BaseSettings):
     # Outbound flood control (0 disables): messages per second overall and per private chat.
     telegram_rate_limit: float = Field(default=30.0, ge=0)
     telegram_chat_rate_limit: float = Field(default=1.0, ge=0)
-    # The bot host: one `<name>.env` file per bot (bot.bots_dir); `migrate` migrates them all.
+    # The bot host: one `<name>.env` file per bot (bot.hosting.bots_dir); `migrate` migrates them
+    # all.
     bots_dir: Path | None = None
     # Where secret files were read from (load_settings sets it from the environment).
     secrets_dir: Path | None = None

@@ -14,9 +14,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.db.bot_stores import provision
 from bot.db.schema import SCHEMA_REVISION, schema_state
 from bot.db.scope import DataScope
-from bot.db.tenants import provision
 
 log = structlog.get_logger(__name__)
 

@@ -1,7 +1,7 @@
 """Where one bot's rows live, and the units of work that reach them.
 
 `serve`, `poll` and `chat` have one scope: the database as configured. In the bot host each bot
-on PostgreSQL has a schema and a role of its own (bot.db.tenants makes them), and every unit of
+on PostgreSQL has a schema and a role of its own (bot.db.bot_stores makes them), and every unit of
 work runs as that role with that schema first on its search_path. The connection pool is shared,
 so the number of connections does not grow with the number of bots.
 

@@ -4,5 +4,5 @@ Importing this package registers every handler with kopf's default registry, whi
 `kopf run -m hello_operator` relies on.
 """
 
-from hello_operator import handlers as handlers
-from hello_operator import watching as watching
+from hello_operator import on_children as on_children
+from hello_operator import on_telegrambot as on_telegrambot

@@ -32,7 +32,7 @@ REGISTRY_DATABASE = "hello_operator"
 REGISTRY_LOCK = 0x68656C6C6F  # pg_advisory_xact_lock key: "hello"
 OWNED_BY_ANOTHER = "DatabaseOwnedByAnother"
 ADOPTION_AMBIGUOUS = "DatabaseAdoptionAmbiguous"
-TENANT_NAME = re.compile(r"[a-z0-9-]{1,40}")  # bot/bots_dir.py's NAME_RE
+TENANT_NAME = re.compile(r"[a-z0-9-]{1,40}")  # bot/hosting/bots_dir.py's NAME_RE
 # Kinds of registry rows; each owner holds at most one of each.
 BOT, HOSTS, TENANT = "bot", "hosts", "tenant"
 
@@ -349,14 +349,15 @@ async def database_exists(admin_url: str, target: DatabaseTarget) -> bool:
 
 
 def tenant_schema(bot_name: str) -> str:
-    """The bot's schema in a hosts' database: the same name as bot/db/tenants.py gives it."""
+    """The bot's schema in a hosts' database: the same name as bot/db/bot_stores.py gives it."""
     return "bot_" + bot_name.replace("-", "_")
 
 
 def tenant_role(database: str, bot_name: str) -> str:
-    """The bot's role there, as bot/db/tenants.py names it (the database's hash: roles are
+    """The bot's role there, as bot/db/bot_stores.py names it (the database's hash: roles are
     cluster-wide, and another namespace's hosts may have a bot of the same name). Injective:
-    bot names (bot/bots_dir.py, [a-z0-9-]{1,40}) have no `@` and leave the name under 63 bytes."""
+    bot names (bot/hosting/bots_dir.py, [a-z0-9-]{1,40}) have no `@` and leave the name under 63
+    bytes."""
     digest = hashlib.sha256(database.encode()).hexdigest()[:8]
     return f"bot_{bot_name}@{digest}"
 

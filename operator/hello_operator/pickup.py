@@ -1,13 +1,13 @@
 """Does a bot host serve a bot yet? The host's own word, from each of its ready Pods.
 
-The host (`python -m bot host`, DESIGN.md section 8) lists every bot it serves in its `GET
-/readyz` JSON, `checks.bots` (bot/host.py `BotHost.report`): `{name: {"status": "serving", "id":
+The host (`python -m bot host`, DESIGN.md section 8) lists every bot it serves in its `GET /readyz`
+JSON, `checks.bots` (bot/hosting/host.py `BotHost.report`): `{name: {"status": "serving", "id":
 bot_id}}`, another status for a bot it holds but cannot serve (`schema_behind`, `token_refused`),
-and `{"<name>.env": {"status": "invalid", "error": ...}}` for a file it could not use. The
-kubelet updates a mounted Secret only at its next sync, so a key just written reaches the Pods
-some time later; Telegram is pointed at the host only once every ready Pod (a rolling update can
-have two) reports the bot serving. The Pods are found through the host Service's EndpointSlices
-and asked on the port those name (the container's `http` port, where the probes are served).
+and `{"<name>.env": {"status": "invalid", "error": ...}}` for a file it could not use. The kubelet
+updates a mounted Secret only at its next sync, so a key just written reaches the Pods some time
+later; Telegram is pointed at the host only once every ready Pod (a rolling update can have two)
+reports the bot serving. The Pods are found through the host Service's EndpointSlices and asked on
+the port those name (the container's `http` port, where the probes are served).
 
 An operator that cannot ask (outside the cluster, the EndpointSlices unreadable, no Pod answers)
 falls back to time: HOST_PICKUP_SECONDS after the bot's key was written.
@@ -26,7 +26,7 @@ import aiohttp
 from hello_operator.kube import ApiError, KubeClient, collection_path
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-# BotHost.report's status of a bot the host serves (bot/host.py HostedBot.status).
+# BotHost.report's status of a bot the host serves (bot/hosting/host.py HostedBot.status).
 SERVING = "serving"
 PORT_NAME = "http"
 ASK_TIMEOUT_SECONDS = 2.0

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import kopf
 
-from hello_operator import adoption, children, conditions, database, references
+from hello_operator import adoption, bot_manifests, conditions, database, references
 from hello_operator.kube import KubeClient, object_path
 from hello_operator.settings import GROUP, VERSION, OperatorConfig
 from hello_operator.telegram import TelegramClient
@@ -191,7 +191,7 @@ async def check_references(clients: Clients, namespace: str, spec: Mapping[str, 
         reason="TokenSecretNotFound",
         retry_after=retry,
     )
-    if children.database_mode(spec) == "External":
+    if bot_manifests.database_mode(spec) == "External":
         await require_secret_key(
             kube,
             namespace,
@@ -232,10 +232,12 @@ async def ensure_generated_secret(
 
     `target`: the bot's database, if the caller has it already (`owned_database`)."""
     name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
-    existing = await clients.kube.read_secret(namespace, children.generated_secret_name(name)) or {}
+    existing = (
+        await clients.kube.read_secret(namespace, bot_manifests.generated_secret_name(name)) or {}
+    )
     values = dict(existing)
     values.setdefault("WEBHOOK_SECRET", secrets.token_urlsafe(32))
-    if children.database_mode(spec) == "Shared":
+    if bot_manifests.database_mode(spec) == "Shared":
         target = target or await owned_database(clients, owner, retry)
         values.setdefault("DATABASE_PASSWORD", secrets.token_urlsafe(24))
         values["DATABASE_URL"] = target.url(
@@ -244,7 +246,7 @@ async def ensure_generated_secret(
             port=clients.config.shared_postgres_port,
         )
     if values != existing:
-        await clients.kube.apply(adopt(children.render_generated_secret(name, values), owner))
+        await clients.kube.apply(adopt(bot_manifests.render_generated_secret(name, values), owner))
     return values
 
 
@@ -340,7 +342,7 @@ async def migrate(clients: Clients, owner: kopf.Body, spec: Mapping[str, Any]) -
     """Run (or look at) the migration Job of `spec.image`; return only once it succeeded."""
     name = owner["metadata"]["name"]
     config = clients.config
-    manifest = children.render_job(name, spec, config.telegram_api_url, config.bot_pod)
+    manifest = bot_manifests.render_job(name, spec, config.telegram_api_url, config.bot_pod)
     state = job_state(await clients.kube.ensure(adopt(manifest, owner)))
     job = manifest["metadata"]["name"]
     if state == "failed":
@@ -359,7 +361,7 @@ async def deploy(
     """Roll the bot Deployment out on `image` (already migrated); say how ready it is now."""
     name = owner["metadata"]["name"]
     config = clients.config
-    manifest = children.render_deployment(
+    manifest = bot_manifests.render_deployment(
         name, spec, image, config.telegram_api_url, config.bot_pod
     )
     return ready_condition(await clients.kube.apply(adopt(manifest, owner)))
@@ -393,7 +395,7 @@ async def reconcile_dedicated(
     """
     name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
     await check_references(clients, namespace, spec)
-    if children.database_mode(spec) == "Shared":
+    if bot_manifests.database_mode(spec) == "Shared":
         target = await owned_database(clients, owner, retry)
         values = await ensure_generated_secret(clients, owner, spec, target=target, retry=retry)
         await provision_database(clients, owner, target, values["DATABASE_PASSWORD"], retry)
@@ -401,10 +403,10 @@ async def reconcile_dedicated(
         await ensure_generated_secret(clients, owner, spec)
 
     kube = clients.kube
-    await kube.apply(adopt(children.render_service(name), owner))
-    if children.webhook_host(spec):
-        routes = {children.webhook_path(spec): name, **(extra_routes or {})}
-        await kube.apply(adopt(children.render_ingress(name, spec, routes), owner))
+    await kube.apply(adopt(bot_manifests.render_service(name), owner))
+    if bot_manifests.webhook_host(spec):
+        routes = {bot_manifests.webhook_path(spec): name, **(extra_routes or {})}
+        await kube.apply(adopt(bot_manifests.render_ingress(name, spec, routes), owner))
     else:
         await kube.delete(object_path("networking.k8s.io/v1", "Ingress", namespace, name))
 

@@ -5,9 +5,7 @@ target serves the bot and is ready -> Telegram is told the new URL -> the old ta
 The old URL stays routed (Ingress) until the webhook points elsewhere, so nothing sent there in
 between is refused. Moves: Dedicated <-> Shared, and a Shared bot's new image (another host).
 
-A move between runtimes also moves the bot's rows (`rows`): copied into the new store once it
-is migrated, before Telegram is told the new URL, and again once the old target let go (the final
-sync: what the old target wrote meanwhile). `status.rows` records each copy.
+A move between runtimes also moves the bot's rows (`row_moves`).
 """
 
 from __future__ import annotations
@@ -15,22 +13,18 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import kopf
 
 from hello_operator import (
-    adoption,
-    children,
+    bot_manifests,
     conditions,
-    host_children,
-    hosting,
+    host_manifests,
+    host_membership,
     pickup,
     policy,
     references,
-    rows,
 )
 from hello_operator.kube import object_path
 from hello_operator.reconcile import (
@@ -40,8 +34,6 @@ from hello_operator.reconcile import (
     Outcome,
     Waiting,
     adopt,
-    backoff,
-    change_status,
     check_references,
     database_blocked,
     ensure_generated_secret,
@@ -53,10 +45,8 @@ from hello_operator.reconcile import (
     read_token,
     reconcile_dedicated,
 )
+from hello_operator.row_moves import follow_rows, unfinished
 from hello_operator.telegram import TelegramError
-
-Move = tuple[str, str]
-"""(from, to): the runtimes between whose stores a copy of the bot's rows goes."""
 
 
 async def reconcile(
@@ -71,14 +61,14 @@ async def reconcile(
         references.check(spec, status)
     except references.InvalidReference as exc:
         raise invalid_reference(exc) from None
-    problems = children.validate_spec(spec)
+    problems = bot_manifests.validate_spec(spec)
     if problems:
         raise Blocked("InvalidSpec", "; ".join(problems), retry_after=None)
     refused = clients.config.policy.problems(spec)
     if refused:
         raise Blocked(policy.REASON, "; ".join(refused), retry_after=None)
     previous_host = str(status.get("host") or "")
-    if children.runtime(spec) == "Shared":
+    if bot_manifests.runtime(spec) == "Shared":
         return await reconcile_shared(
             clients, owner, spec, status, previous_host=previous_host, retry=retry
         )
@@ -88,7 +78,9 @@ async def reconcile(
         return await reconcile_dedicated(clients, owner, spec, status, retry)
     # Leaving a host: it keeps its route until the bot's own Deployment has taken over.
     token = await required_token(clients, owner, spec)
-    old_route = {f"{host_children.HOST_WEBHOOK_PATH}/{host_children.bot_id(token)}": previous_host}
+    old_route = {
+        f"{host_manifests.HOST_WEBHOOK_PATH}/{host_manifests.bot_id(token)}": previous_host
+    }
 
     async def copy_in() -> None:
         await follow_rows(
@@ -107,11 +99,11 @@ async def reconcile(
             phase="Deploying",
             fields=migrated_fields(outcome.migrated_image, "Dedicated"),
         )
-    if children.webhook_host(spec):
+    if bot_manifests.webhook_host(spec):
         secret = await ensure_generated_secret(clients, owner, spec)
-        url = f"https://{children.webhook_host(spec)}{children.webhook_path(spec)}"
+        url = f"https://{bot_manifests.webhook_host(spec)}{bot_manifests.webhook_path(spec)}"
         await point_webhook(clients, token, url, secret["WEBHOOK_SECRET"])
-    await hosting.leave(
+    await host_membership.leave(
         clients.kube,
         owner,
         previous_host,
@@ -121,9 +113,9 @@ async def reconcile(
     await follow_rows(
         clients, owner, spec, status, move=("Shared", "Dedicated"), stage="Final", retry=retry
     )
-    if children.webhook_host(spec):
+    if bot_manifests.webhook_host(spec):
         await apply_ingress(
-            clients, owner, spec, {children.webhook_path(spec): owner["metadata"]["name"]}
+            clients, owner, spec, {bot_manifests.webhook_path(spec): owner["metadata"]["name"]}
         )
     return outcome
 
@@ -157,7 +149,7 @@ async def migrate_tenant(clients: Clients, owner: kopf.Body, image: str, host: s
     """The bot's schema in the hosts' database at `image`'s head (a Job per bot and image)."""
     config = clients.config
     name = owner["metadata"]["name"]
-    manifest = host_children.render_job(name, image, host, config.telegram_api_url, config.bot_pod)
+    manifest = host_manifests.render_job(name, image, host, config.telegram_api_url, config.bot_pod)
     job = manifest["metadata"]["name"]
     state = job_state(await clients.kube.ensure(adopt(manifest, owner)))
     if state == "failed":
@@ -186,7 +178,7 @@ async def reconcile_shared(
     token = await required_token(clients, owner, spec)
     secret = (await ensure_generated_secret(clients, owner, spec))["WEBHOOK_SECRET"]
     try:
-        await hosting.ensure_hosts_database(
+        await host_membership.ensure_hosts_database(
             kube,
             config.shared_postgres_admin_url,
             config.shared_postgres_host,
@@ -196,11 +188,11 @@ async def reconcile_shared(
     except DATABASE_ERRORS as exc:
         raise database_blocked(exc, retry, retry_after=config.blocked_retry_seconds) from exc
     image = str(spec["image"])
-    member = await hosting.join(
+    member = await host_membership.join(
         kube,
         owner,
         image,
-        host_children.bot_file(token, secret),
+        host_manifests.bot_file(token, secret),
         telegram_api_url=config.telegram_api_url,
         pod=config.bot_pod,
     )
@@ -217,14 +209,14 @@ async def reconcile_shared(
         waiting.fields |= serving
         raise
 
-    url = host_children.webhook_url(spec, token)
-    new_path = url.removeprefix(f"https://{children.webhook_host(spec)}")
+    url = host_manifests.webhook_url(spec, token)
+    new_path = url.removeprefix(f"https://{bot_manifests.webhook_host(spec)}")
     dedicated = await own_deployment(clients, owner)
     # Also once the Deployment is gone, until the final sync is done (status.rows).
     from_dedicated = dedicated is not None or unfinished(status, ("Dedicated", "Shared"))
     old_routes: dict[str, str] = {}
     if dedicated is not None:
-        old_routes[children.webhook_path(spec)] = name
+        old_routes[bot_manifests.webhook_path(spec)] = name
     # A new image's host gets the bot's path (the same URL) only once it is ready.
     await apply_ingress(clients, owner, spec, {**old_routes, new_path: previous_host or host})
 
@@ -262,9 +254,9 @@ async def reconcile_shared(
         await follow_rows(
             clients, owner, spec, status, move=("Dedicated", "Shared"), stage="Final", retry=retry
         )
-    members = await hosting.hosts_of(kube, owner)
+    members = await host_membership.hosts_of(kube, owner)
     for old in sorted((members | {previous_host, str(status.get("joining") or "")}) - {"", host}):
-        await hosting.leave(
+        await host_membership.leave(
             kube, owner, old, telegram_api_url=config.telegram_api_url, pod=config.bot_pod
         )
     await apply_ingress(clients, owner, spec, {new_path: host})
@@ -274,7 +266,7 @@ async def reconcile_shared(
 async def host_pickup(
     clients: Clients,
     owner: kopf.Body,
-    member: hosting.Membership,
+    member: host_membership.Membership,
     token: str,
     *,
     fields: Mapping[str, Any],
@@ -289,7 +281,7 @@ async def host_pickup(
         owner["metadata"]["namespace"],
         host,
         name=owner["metadata"]["name"],
-        bot_id=host_children.bot_id(token),
+        bot_id=host_manifests.bot_id(token),
         default_port=config.bot_pod.port,
     )
     if report.confirmed:
@@ -323,7 +315,7 @@ async def apply_ingress(
     clients: Clients, owner: kopf.Body, spec: Mapping[str, Any], routes: Mapping[str, str]
 ) -> None:
     await clients.kube.apply(
-        adopt(children.render_ingress(owner["metadata"]["name"], spec, routes), owner)
+        adopt(bot_manifests.render_ingress(owner["metadata"]["name"], spec, routes), owner)
     )
 
 
@@ -334,78 +326,3 @@ async def own_deployment(clients: Clients, owner: kopf.Body) -> dict[str, Any] |
     refs = ((deployment or {}).get("metadata") or {}).get("ownerReferences") or []
     mine = any(ref.get("uid") == owner["metadata"]["uid"] for ref in refs)
     return deployment if mine else None
-
-
-def last_copy(status: Mapping[str, Any], move: Move, stage: str) -> bool:
-    """status.rows says the last copy of the bot's rows was `move`'s at `stage`."""
-    record = status.get("rows") or {}
-    return (record.get("from"), record.get("to"), record.get("stage")) == (*move, stage)
-
-
-def unfinished(status: Mapping[str, Any], move: Move) -> bool:
-    """`move`'s rows had their first copy, not yet the final sync."""
-    return last_copy(status, move, "Initial")
-
-
-async def follow_rows(
-    clients: Clients,
-    owner: kopf.Body,
-    spec: Mapping[str, Any],
-    status: Mapping[str, Any],
-    *,
-    move: Move,
-    stage: str,
-    retry: int,
-) -> None:
-    """Copy the bot's rows from the old store to the new one (`rows`) and record it in
-    status.rows. `Initial` runs once per move; `Final` whenever the move gets that far (a copy
-    changes nothing that is already there). A failure blocks the move where it stands: the old
-    target keeps serving, or, after it let go, its rows stay put until the retry copies them."""
-    name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
-    # Every key, always: a merge patch keeps the keys a record does not mention.
-    record: dict[str, Any] = {
-        "from": move[0],
-        "to": move[1],
-        "stage": stage,
-        "copied": None,
-        "message": None,
-    }
-    if stage == "Initial" and unfinished(status, move):
-        return
-    if children.database_mode(spec) == "External":
-        # Only a Dedicated bot can have one; the operator has no access to it. Said once per
-        # move: the Initial step comes first, and the Final one finds it said.
-        record["stage"] = "NotCopied"
-        if stage == "Initial" and not last_copy(status, move, "NotCopied"):
-            message = "database.mode is External: the operator does not copy rows into it"
-            kopf.event(owner, type="Warning", reason="RowsNotCopied", message=message)
-            await _record(clients, namespace, name, record | {"message": message})
-        return
-    admin_url = clients.config.shared_postgres_admin_url
-    try:
-        own = await adoption.bot_target(clients.kube, admin_url, owner)
-        hosts = await adoption.hosts_target(clients.kube, admin_url, namespace)
-    except DATABASE_ERRORS as exc:
-        raise database_blocked(
-            exc, retry, retry_after=clients.config.blocked_retry_seconds
-        ) from exc
-    try:
-        copied = await rows.copy_rows(
-            admin_url,
-            rows.store(move[0], name, own=own.database, hosts=hosts.database),
-            rows.store(move[1], name, own=own.database, hosts=hosts.database),
-        )
-    except (rows.CopyError, asyncpg.PostgresError, OSError, TimeoutError) as exc:
-        raise Blocked(
-            "RowCopyFailed",
-            f"copying the bot's rows from {move[0]} to {move[1]}: {type(exc).__name__}: {exc}",
-            retry_after=backoff(retry),
-        ) from exc
-    await _record(clients, namespace, name, record | {"copied": copied})
-
-
-async def _record(clients: Clients, namespace: str, name: str, record: dict[str, Any]) -> None:
-    """Written at once (not with kopf's patch at the end): a crash after the copy must not
-    forget it, and a Waiting or Blocked step later in the same pass writes no patch of ours."""
-    record["at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    await change_status(clients, namespace, name, lambda _: {"rows": record})

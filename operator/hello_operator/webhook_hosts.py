@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from hello_operator import children
+from hello_operator import bot_manifests
 from hello_operator.reconcile import Blocked
 from hello_operator.settings import GROUP, PLURAL, VERSION
 
@@ -37,7 +37,7 @@ class Claim:
 def webhook_host_claims(
     namespace: str, name: str, meta: Mapping[str, Any], spec: Mapping[str, Any], **_: Any
 ) -> dict[str, Claim] | None:
-    host = children.webhook_host(spec).lower()
+    host = bot_manifests.webhook_host(spec).lower()
     if not host:
         return None
     created = str(meta.get("creationTimestamp") or "")
@@ -60,7 +60,7 @@ def check(
 
     The message does not name that namespace: which tenants exist is not the asker's business.
     """
-    host = children.webhook_host(spec).lower()
+    host = bot_manifests.webhook_host(spec).lower()
     if not host or host not in claims:
         return
     if owner(claims[host]).namespace != namespace:

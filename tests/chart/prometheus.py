@@ -91,7 +91,7 @@ def exported_metric_names() -> set[str]:
     """Every series name the bot's /metrics can carry: its own metrics (also those no update
     has touched yet), Telegram's view of delivery, and prometheus-client's default collectors."""
     import bot.observability.metrics  # noqa: F401, PLC0415 - registers the bot's metrics
-    from bot import webhook_info  # noqa: PLC0415 - its collector registers only in serve
+    from bot.observability import webhook_info  # noqa: PLC0415 - its collector registers only in serve
 
     names = {webhook_info.PENDING, webhook_info.ERROR_AGE, webhook_info.URL_EXPECTED}
     for family in REGISTRY.collect():

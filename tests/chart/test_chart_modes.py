@@ -29,7 +29,7 @@ def test_webhook_mode_is_the_default_and_probes_over_http(render) -> None:
 def test_polling_mode_runs_poll_with_the_same_http_probes(render) -> None:
     container = _bot(render, {"bot": {"mode": "polling"}})
     assert container["args"] == ["poll"]
-    # `python -m bot poll` serves /healthz, /readyz and /metrics too (bot/polling.py).
+    # `python -m bot poll` serves /healthz, /readyz and /metrics too (bot/serving/polling.py).
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"

@@ -536,10 +536,10 @@ def test_operator_reaches_the_hosts_on_the_bot_port(
 ) -> None:
     """The labels are the operator's own host labels; the port follows bot.port."""
     monkeypatch.syspath_prepend(str(REPO_ROOT / "operator"))
-    host_children = importlib.import_module("hello_operator.host_children")
+    host_manifests = importlib.import_module("hello_operator.host_manifests")
     objects = render({**ON, "bot": {"port": 9000}})
     hosts = _policy(objects, OPERATOR)["egress"][-1]
-    labels = host_children.host_labels("hello-bot-host-x")
+    labels = host_manifests.host_labels("hello-bot-host-x")
     selector = hosts["to"][0]["podSelector"]["matchLabels"]
     assert selector.items() <= labels.items()
     assert _ports(hosts) == {(9000, "TCP")}
@@ -586,8 +586,8 @@ def test_managed_by_label_matches_what_the_operator_puts_on_its_pods(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.syspath_prepend(str(REPO_ROOT / "operator"))
-    children = importlib.import_module("hello_operator.children")
-    assert children.labels("x", "bot")["app.kubernetes.io/managed-by"] == "hello-bot-operator"
+    bot_manifests = importlib.import_module("hello_operator.bot_manifests")
+    assert bot_manifests.labels("x", "bot")["app.kubernetes.io/managed-by"] == "hello-bot-operator"
 
 
 def test_policies_off_means_no_operator_policy(render) -> None:

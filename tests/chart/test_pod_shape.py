@@ -71,7 +71,7 @@ def operator_modules(monkeypatch: pytest.MonkeyPatch) -> dict[str, ModuleType]:
     monkeypatch.syspath_prepend(str(REPO_ROOT / "operator"))
     return {
         name: importlib.import_module(f"hello_operator.{name}")
-        for name in ("children", "pod_shape")
+        for name in ("bot_manifests", "pod_shape")
     }
 
 
@@ -145,9 +145,9 @@ def _render_both(
     objects = render_chart(_chart_values(mode))
     deployment = one(objects, "Deployment", FULLNAME)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    children, pod_shape = operator_modules["children"], operator_modules["pod_shape"]
+    bot_manifests, pod_shape = operator_modules["bot_manifests"], operator_modules["pod_shape"]
     api_url = one(objects, "ConfigMap", FULLNAME)["data"]["TELEGRAM_API_URL"]
-    theirs = children.render_deployment(
+    theirs = bot_manifests.render_deployment(
         BOT,
         _telegram_bot(mode, container["image"]),
         container["image"],

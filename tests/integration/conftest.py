@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import BotApp, Resources, assemble
 from bot.config import Settings
+from bot.db.bot_stores import role_name
 from bot.db.models import User
-from bot.db.tenants import role_name
 from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
 from tests.support.bot_process import BotProcess
 from tests.support.fake_telegram import FakeTelegram

@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from benchmarks.density import measure, parse, report
-from bot.db.tenants import role_name
+from bot.db.bot_stores import role_name
 from tests.conftest import POSTGRES_ADMIN_DSN, REDIS_URL
 
 

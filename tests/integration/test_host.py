@@ -24,11 +24,11 @@ from sqlalchemy.pool import NullPool
 from structlog.testing import capture_logs
 
 from bot.app import create_session, open_runtime
-from bot.bots_dir import BotsSnapshot, DirScanner, read_bots_dir
 from bot.config import Settings
+from bot.db.bot_stores import sqlite_url
 from bot.db.schema import SCHEMA_REVISION, schema_revision
-from bot.db.tenants import sqlite_url
-from bot.host import BotHost, create_host_app
+from bot.hosting.bots_dir import BotsSnapshot, DirScanner, read_bots_dir
+from bot.hosting.host import BotHost, create_host_app
 from bot.lifecycle import ServerState
 from tests.support.bot_process import BotProcess
 from tests.support.fake_telegram import FakeTelegram, Scripted

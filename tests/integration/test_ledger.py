@@ -16,12 +16,12 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bot.db.bot_stores import postgres_scope
 from bot.db.ledger import DONE, PROCESSING, Claim, UpdateLedger, epoch_ms
 from bot.db.migrations import upgrade_to_head
 from bot.db.models import UpdateClaim
 from bot.db.scope import DataScope
-from bot.db.tenants import postgres_scope
-from bot.deadline import update_budget
+from bot.delivery.deadline import update_budget
 from tests.conftest import TEST_SECRET, TEST_TOKEN
 from tests.support.bot_process import BotProcess
 from tests.support.fake_telegram import FakeTelegram, Scripted

@@ -24,8 +24,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bot.db.bot_stores import postgres_scope
 from bot.db.migrations import upgrade_to_head
-from bot.db.tenants import postgres_scope
 from tests.chart.helpers import CHART_DIR, REQUIRED, deep_merge, env_of, one, parse_manifests
 from tests.support.servers import _pg_bin, free_port
 

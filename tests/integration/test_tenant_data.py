@@ -12,11 +12,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.cache import Cache
+from bot.db.bot_stores import postgres_scope, sqlite_url
 from bot.db.migrations import upgrade_to_head
 from bot.db.models import User
 from bot.db.schema import SCHEMA_REVISION, SchemaGate, schema_revision
 from bot.db.scope import DataScope
-from bot.db.tenants import postgres_scope, sqlite_url
 from bot.services.users import UserProfile, UserService
 from bot.tenant import Tenant
 

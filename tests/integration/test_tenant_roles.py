@@ -1,4 +1,4 @@
-"""Who makes each hosted bot's role (bot/db/tenants.py `provision`), as a login role that is
+"""Who makes each hosted bot's role (bot/db/bot_stores.py `provision`), as a login role that is
 not a superuser: under the operator the admin makes it and grants it (the login role runs
 tenant code and may not create roles, issue 22); without it (the chart's `bot.mode=host`) the
 login role makes it itself, with CREATEROLE."""
@@ -14,8 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bot.db.bot_stores import postgres_scope, role_name
 from bot.db.migrations import upgrade_to_head
-from bot.db.tenants import postgres_scope, role_name
 from tests.conftest import POSTGRES_ADMIN_DSN
 
 

@@ -24,7 +24,7 @@ from bot.cache import Cache, create_redis
 from bot.lifecycle import ServerState
 from bot.observability.logging import configure_logging
 from bot.observability.tracing import RedisSpans
-from bot.web import create_app
+from bot.serving.webhook import create_app
 from tests.conftest import REDIS_URL, TEST_SECRET, TEST_TOKEN
 from tests.integration.conftest import Harness
 from tests.support.failing import add_failing_handler

@@ -27,8 +27,8 @@ from bot.db.ledger import UpdateLedger
 from bot.db.migrations import upgrade_to_head
 from bot.db.schema import SCHEMA_REVISION
 from bot.lifecycle import ServerState
-from bot.probes import start_http
-from bot.web import create_app
+from bot.serving.probes import start_http
+from bot.serving.webhook import create_app
 from tests.conftest import TEST_SECRET, TEST_TOKEN
 from tests.integration.conftest import Harness
 from tests.support.fake_telegram import Scripted

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from bot.lifecycle import ServerState
-from bot.web import create_app
+from bot.serving.webhook import create_app
 from tests.conftest import TEST_SECRET
 from tests.integration.test_webhook import MakeHarness, Webhook
 from tests.support.updates import message_update, user

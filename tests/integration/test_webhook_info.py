@@ -1,5 +1,5 @@
-"""Telegram's view of delivery (bot.webhook_info): getWebhookInfo through the fake Bot API,
-exported as gauges, with the interval shortened instead of sleeping a minute."""
+"""Telegram's view of delivery (bot.observability.webhook_info): getWebhookInfo through the
+fake Bot API, exported as gauges, with the interval shortened instead of sleeping a minute."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from bot.app import create_bot, create_session
 from bot.config import Settings
-from bot.webhook_info import WebhookInfoCollector, watch_webhook
+from bot.observability.webhook_info import WebhookInfoCollector, watch_webhook
 from tests.conftest import TEST_TOKEN
 from tests.support.fake_telegram import FakeTelegram, Scripted
 
@@ -132,7 +132,7 @@ async def test_failures_are_logged_not_fatal_and_export_nothing_misleading(
 
 
 def test_a_new_delivery_error_and_a_url_change_are_logged_once() -> None:
-    from bot.webhook_info import WebhookView  # noqa: PLC0415 - the pure part, no server needed
+    from bot.observability.webhook_info import WebhookView  # noqa: PLC0415 - the pure part, no server needed
 
     collector = WebhookInfoCollector(clock=lambda: NOW)
     failing = WebhookView(
@@ -166,7 +166,7 @@ def test_a_new_delivery_error_and_a_url_change_are_logged_once() -> None:
 
 
 def test_each_bot_has_its_own_series_until_it_leaves() -> None:
-    from bot.webhook_info import WebhookView  # noqa: PLC0415
+    from bot.observability.webhook_info import WebhookView  # noqa: PLC0415
 
     registry = CollectorRegistry()
     collector = WebhookInfoCollector(clock=lambda: NOW)
@@ -200,7 +200,7 @@ def test_each_bot_has_its_own_series_until_it_leaves() -> None:
 def test_dates_come_from_telegram_as_unix_time() -> None:
     from aiogram.types import WebhookInfo  # noqa: PLC0415
 
-    from bot.webhook_info import WebhookView  # noqa: PLC0415
+    from bot.observability.webhook_info import WebhookView  # noqa: PLC0415
 
     info = WebhookInfo(
         url=EXPECTED_URL,

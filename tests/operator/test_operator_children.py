@@ -7,7 +7,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from hello_operator import children
+from hello_operator import bot_manifests
 from hello_operator.pod_shape import load_bot_pod
 
 API = "http://127.0.0.1:9/bot-api"
@@ -54,16 +54,16 @@ def with_meta(manifest: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     "manifest",
     [
-        with_meta(children.render_deployment("echo", spec(), "img:1", API, POD)),
-        with_meta(children.render_deployment("echo", spec(webhook=None), "img:1", API, POD)),
-        with_meta(children.render_job("echo", spec(), API, POD)),
-        with_meta(children.render_service("echo")),
+        with_meta(bot_manifests.render_deployment("echo", spec(), "img:1", API, POD)),
+        with_meta(bot_manifests.render_deployment("echo", spec(webhook=None), "img:1", API, POD)),
+        with_meta(bot_manifests.render_job("echo", spec(), API, POD)),
+        with_meta(bot_manifests.render_service("echo")),
         with_meta(
-            children.render_ingress(
+            bot_manifests.render_ingress(
                 "echo", spec(webhook={"host": "a.example.com", "tlsSecretName": "tls"})
             )
         ),
-        with_meta(children.render_generated_secret("echo", {"WEBHOOK_SECRET": "s"})),
+        with_meta(bot_manifests.render_generated_secret("echo", {"WEBHOOK_SECRET": "s"})),
     ],
     ids=["deployment", "deployment-polling", "job", "service", "ingress", "secret"],
 )
@@ -72,8 +72,8 @@ def test_children_match_kubernetes_schemas(manifest: dict[str, Any]) -> None:
 
 
 def test_valid_spec_has_no_problems() -> None:
-    assert children.validate_spec(spec()) == []
-    assert children.validate_spec(spec(webhook=None, replicas=1)) == []
+    assert bot_manifests.validate_spec(spec()) == []
+    assert bot_manifests.validate_spec(spec(webhook=None, replicas=1)) == []
 
 
 @pytest.mark.parametrize(
@@ -91,13 +91,13 @@ def test_valid_spec_has_no_problems() -> None:
     ],
 )
 def test_bad_specs_are_named(bad: dict[str, Any], fragment: str) -> None:
-    problems = children.validate_spec(bad)
+    problems = bot_manifests.validate_spec(bad)
     assert len(problems) == 1
     assert fragment in problems[0]
 
 
 def test_deployment_follows_the_runtime_contract() -> None:
-    deployment = children.render_deployment("echo", spec(replicas=2), "img:1", API, POD)
+    deployment = bot_manifests.render_deployment("echo", spec(replicas=2), "img:1", API, POD)
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["args"] == ["serve"]
@@ -126,8 +126,8 @@ def test_deployment_follows_the_runtime_contract() -> None:
 
 def test_pods_are_restricted() -> None:
     for manifest in (
-        children.render_deployment("echo", spec(), "img:1", API, POD),
-        children.render_job("echo", spec(), API, POD),
+        bot_manifests.render_deployment("echo", spec(), "img:1", API, POD),
+        bot_manifests.render_job("echo", spec(), API, POD),
     ):
         pod = manifest["spec"]["template"]["spec"]
         container = pod["containers"][0]
@@ -140,7 +140,7 @@ def test_pods_are_restricted() -> None:
 
 
 def test_polling_runs_one_recreated_pod_without_webhook_env() -> None:
-    deployment = children.render_deployment("echo", spec(webhook=None), "img:1", API, POD)
+    deployment = bot_manifests.render_deployment("echo", spec(webhook=None), "img:1", API, POD)
     assert deployment["spec"]["template"]["spec"]["containers"][0]["args"] == ["poll"]
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert not {"WEBHOOK_URL", "WEBHOOK_SECRET"} & env_of(deployment).keys()
@@ -152,13 +152,13 @@ def test_external_database_and_redis_come_from_secrets() -> None:
         redis={"secretName": "redis"},
         env=[{"name": "LOG_LEVEL", "value": "DEBUG"}],
     )
-    deployment = children.render_deployment("echo", external, "img:1", API, POD)
+    deployment = bot_manifests.render_deployment("echo", external, "img:1", API, POD)
     files = secret_files(deployment)
     assert files["database_url"] == {"name": "db", "key": "URL"}
     assert files["redis_url"] == {"name": "redis", "key": "REDIS_URL"}
     assert env_of(deployment)["LOG_LEVEL"]["value"] == "DEBUG"
     # The migration Job reads the same database file, and no token.
-    job = children.render_job("echo", external, API, POD)
+    job = bot_manifests.render_job("echo", external, API, POD)
     assert secret_files(job) == {
         "database_url": {"name": "db", "key": "URL"},
         "redis_url": {"name": "redis", "key": "REDIS_URL"},
@@ -169,25 +169,25 @@ def test_a_spec_env_secret_of_the_same_setting_stays_a_variable() -> None:
     # spec.env comes after the operator's entries and wins, as a variable wins over a file.
     ref = {"secretKeyRef": {"name": "mine", "key": "URL"}}
     own = spec(redis={"secretName": "redis"}, env=[{"name": "REDIS_URL", "valueFrom": ref}])
-    deployment = children.render_deployment("echo", own, "img:1", API, POD)
+    deployment = bot_manifests.render_deployment("echo", own, "img:1", API, POD)
     assert secret_files(deployment)["redis_url"] == {"name": "redis", "key": "REDIS_URL"}
     assert env_of(deployment)["REDIS_URL"]["valueFrom"] == ref
 
 
 def test_job_is_named_by_image_and_runs_migrate() -> None:
-    job_1 = children.render_job("echo", spec(image="img:1"), API, POD)
-    job_2 = children.render_job("echo", spec(image="img:2"), API, POD)
+    job_1 = bot_manifests.render_job("echo", spec(image="img:1"), API, POD)
+    job_2 = bot_manifests.render_job("echo", spec(image="img:2"), API, POD)
     assert job_1["metadata"]["name"] != job_2["metadata"]["name"]
-    assert job_1["metadata"]["name"] == children.job_name("echo", "img:1")
+    assert job_1["metadata"]["name"] == bot_manifests.job_name("echo", "img:1")
     container = job_1["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["migrate"]
     assert "BOT_TOKEN" not in env_of(job_1)  # migrations need no token
     assert container["resources"]["limits"]["memory"] == "256Mi"
-    assert len(children.job_name("x" * 63, "img:1")) <= 63
+    assert len(bot_manifests.job_name("x" * 63, "img:1")) <= 63
 
 
 def test_ingress_exposes_only_the_webhook_path() -> None:
-    ingress = children.render_ingress(
+    ingress = bot_manifests.render_ingress(
         "echo",
         spec(webhook={"host": "bot.example.com", "path": "/tg", "ingressClassName": "traefik"}),
     )
@@ -199,6 +199,6 @@ def test_ingress_exposes_only_the_webhook_path() -> None:
 
 
 def test_generated_secret_is_base64() -> None:
-    secret = children.render_generated_secret("echo", {"WEBHOOK_SECRET": "s3cret"})
+    secret = bot_manifests.render_generated_secret("echo", {"WEBHOOK_SECRET": "s3cret"})
     assert base64.b64decode(secret["data"]["WEBHOOK_SECRET"]) == b"s3cret"
     assert secret["metadata"]["name"] == "echo-generated"

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import kopf
 import pytest
-from hello_operator import database, hosting, naming, reconcile, runtime
+from hello_operator import database, host_membership, naming, reconcile, runtime
 from hypothesis import given
 from hypothesis import strategies as st
 from operator_support import PG_ADMIN_URL, Cluster, eventually
@@ -295,7 +295,9 @@ async def test_a_namespaces_legacy_hosts_database_is_adopted(
     await fetch(f'ALTER ROLE "{legacy}" CREATEROLE')  # what today's main gives it
     bot = await make_bot(cluster, "member", creationTimestamp=BEFORE_UPGRADE)
 
-    target = await hosting.ensure_hosts_database(clients.kube, PG_ADMIN_URL, "pg", 5432, bot)
+    target = await host_membership.ensure_hosts_database(
+        clients.kube, PG_ADMIN_URL, "pg", 5432, bot
+    )
 
     assert target.database == legacy
     assert await fetch("SELECT count(*) FROM users", db=legacy) == 1
@@ -315,7 +317,7 @@ async def test_the_hosts_role_cannot_administer_other_roles(
     other = await provision(owner(cluster.ns, "other"), "other-pw")
     before = await verifier(other.role)
     bot = await make_bot(cluster, "member")
-    hosts = await hosting.ensure_hosts_database(clients.kube, PG_ADMIN_URL, "pg", 5432, bot)
+    hosts = await host_membership.ensure_hosts_database(clients.kube, PG_ADMIN_URL, "pg", 5432, bot)
 
     conn = await asyncpg.connect(PG_ADMIN_URL)
     try:
@@ -341,7 +343,7 @@ async def test_a_shared_bot_name_past_the_hosts_limit_is_refused(
 ) -> None:
     bot = await make_bot(cluster, "n" * 41)
     with pytest.raises(database.Refused) as caught:
-        await hosting.ensure_hosts_database(clients.kube, PG_ADMIN_URL, "pg", 5432, bot)
+        await host_membership.ensure_hosts_database(clients.kube, PG_ADMIN_URL, "pg", 5432, bot)
     assert caught.value.reason == "InvalidSpec"
 
 
@@ -354,7 +356,9 @@ async def test_a_bots_legacy_database_is_no_new_namespaces_hosts_database(
     await legacy_database(legacy, "old-pw", users=4)
     bot = await make_bot(cluster, "member", namespace=f"{cluster.ns}-b")
 
-    target = await hosting.ensure_hosts_database(clients.kube, PG_ADMIN_URL, "pg", 5432, bot)
+    target = await host_membership.ensure_hosts_database(
+        clients.kube, PG_ADMIN_URL, "pg", 5432, bot
+    )
 
     assert target.database == naming.hosts_database(f"{cluster.ns}-b")
     assert await fetch("SELECT count(*) FROM users", db=legacy) == 4
@@ -387,7 +391,9 @@ async def test_a_hyphenated_namespace_with_older_bots_adopts_its_hosts_database(
     bot = await make_bot(
         cluster, "member", namespace=f"{cluster.ns}-b", creationTimestamp=BEFORE_UPGRADE
     )
-    target = await hosting.ensure_hosts_database(clients.kube, PG_ADMIN_URL, "pg", 5432, bot)
+    target = await host_membership.ensure_hosts_database(
+        clients.kube, PG_ADMIN_URL, "pg", 5432, bot
+    )
     assert target.database == legacy
 
 

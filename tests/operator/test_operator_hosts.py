@@ -10,18 +10,18 @@ import aiohttp
 import asyncpg
 import kubernetes_validate
 import pytest
-from hello_operator import children, database, host_children, hosting, naming
+from hello_operator import bot_manifests, database, host_manifests, host_membership, naming
 from hello_operator.kube import KubeClient
 from hello_operator.pod_shape import load_bot_pod
 from operator_support import PG_ADMIN_URL, Cluster, StampingEmulator
 
-from bot.db import tenants
+from bot.db import bot_stores
 from tests.support.bot_process import BotProcess
 
 API = "http://127.0.0.1:9/bot-api"
 POD = load_bot_pod()
 IMAGE = "registry.example/hello-bot:1.0.0"
-HOST = host_children.host_name(IMAGE)
+HOST = host_manifests.host_name(IMAGE)
 
 
 def shared(**overrides: Any) -> dict[str, Any]:
@@ -42,10 +42,10 @@ def in_namespace(manifest: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     "manifest",
     [
-        in_namespace(host_children.render_deployment(HOST, IMAGE, 3, API, POD)),
-        in_namespace(host_children.render_service(HOST)),
-        in_namespace(host_children.render_job("echo", IMAGE, HOST, API, POD)),
-        in_namespace(children.render_ingress("echo", shared(), {"/webhook/1": HOST})),
+        in_namespace(host_manifests.render_deployment(HOST, IMAGE, 3, API, POD)),
+        in_namespace(host_manifests.render_service(HOST)),
+        in_namespace(host_manifests.render_job("echo", IMAGE, HOST, API, POD)),
+        in_namespace(bot_manifests.render_ingress("echo", shared(), {"/webhook/1": HOST})),
     ],
     ids=["deployment", "service", "job", "ingress"],
 )
@@ -54,7 +54,7 @@ def test_host_children_match_kubernetes_schemas(manifest: dict[str, Any]) -> Non
 
 
 def test_host_runs_every_bot_of_its_secret_without_a_webhook_url() -> None:
-    deployment = host_children.render_deployment(HOST, IMAGE, 3, API, POD)
+    deployment = host_manifests.render_deployment(HOST, IMAGE, 3, API, POD)
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     env = {e["name"]: e for e in container["env"]}
@@ -88,44 +88,44 @@ def test_host_runs_every_bot_of_its_secret_without_a_webhook_url() -> None:
     [(1, 217, 281), (25, 217, 281), (26, 242, 306), (100, 292, 356)],
 )
 def test_host_memory_grows_per_bot_in_steps(members: int, request_mib: int, limit_mib: int) -> None:
-    resources = host_children.host_resources(POD.resources, members)
+    resources = host_manifests.host_resources(POD.resources, members)
     assert resources["requests"]["memory"] == f"{request_mib}Mi"
     assert resources["limits"]["memory"] == f"{limit_mib}Mi"
     assert resources["limits"]["cpu"] == POD.resources["limits"]["cpu"]
 
 
 def test_memory_quantities() -> None:
-    assert host_children.memory_mib("256Mi") == 256
-    assert host_children.memory_mib("1Gi") == 1024
-    assert host_children.memory_mib("1048576") == 1
+    assert host_manifests.memory_mib("256Mi") == 256
+    assert host_manifests.memory_mib("1Gi") == 1024
+    assert host_manifests.memory_mib("1048576") == 1
     with pytest.raises(ValueError, match="unsupported"):
-        host_children.memory_mib("1Ti")
+        host_manifests.memory_mib("1Ti")
 
 
 def test_host_follows_the_image() -> None:
-    assert host_children.host_name(IMAGE) != host_children.host_name(IMAGE + "-2")
-    assert len(host_children.bots_secret_name(HOST)) <= 63
+    assert host_manifests.host_name(IMAGE) != host_manifests.host_name(IMAGE + "-2")
+    assert len(host_manifests.bots_secret_name(HOST)) <= 63
 
 
 def test_shared_bot_file_and_url() -> None:
     assert (
-        host_children.bot_file("123:abc", "s3cret") == "BOT_TOKEN=123:abc\nWEBHOOK_SECRET=s3cret\n"
+        host_manifests.bot_file("123:abc", "s3cret") == "BOT_TOKEN=123:abc\nWEBHOOK_SECRET=s3cret\n"
     )
-    assert host_children.webhook_url(shared(), "123:abc") == "https://bot.example.com/webhook/123"
+    assert host_manifests.webhook_url(shared(), "123:abc") == "https://bot.example.com/webhook/123"
 
 
 def test_owners_are_merged_not_replaced() -> None:
     first = {"uid": "a", "name": "a"}
     second = {"uid": "b", "name": "b"}
-    assert host_children.merged_owners([first], second) == [first, second]
-    assert host_children.merged_owners([first, second], second) == [first, second]
-    assert host_children.merged_owners([first, second], None, drop_uid="a") == [second]
+    assert host_manifests.merged_owners([first], second) == [first, second]
+    assert host_manifests.merged_owners([first, second], second) == [first, second]
+    assert host_manifests.merged_owners([first, second], None, drop_uid="a") == [second]
 
 
 def test_valid_shared_spec() -> None:
-    assert children.validate_spec(shared()) == []
+    assert bot_manifests.validate_spec(shared()) == []
     # The CRD defaults these; the host's own apply.
-    assert children.validate_spec(shared(resources={"limits": {"memory": "1Gi"}})) == []
+    assert bot_manifests.validate_spec(shared(resources={"limits": {"memory": "1Gi"}})) == []
 
 
 @pytest.mark.parametrize(
@@ -141,15 +141,15 @@ def test_valid_shared_spec() -> None:
     ],
 )
 def test_bad_shared_specs_are_named(bad: dict[str, Any], fragment: str) -> None:
-    problems = children.validate_spec(bad)
+    problems = bot_manifests.validate_spec(bad)
     assert len(problems) == 1, problems
     assert fragment in problems[0]
 
 
 def test_tenant_names_are_the_hosts() -> None:
-    """The operator drops what `migrate` made: the names must be bot/db/tenants.py's."""
-    assert database.tenant_schema("my-bot") == tenants.schema_name("my-bot")
-    assert database.tenant_role("tgbot_x__hosts", "my-bot") == tenants.role_name(
+    """The operator drops what `migrate` made: the names must be bot/db/bot_stores.py's."""
+    assert database.tenant_schema("my-bot") == bot_stores.schema_name("my-bot")
+    assert database.tenant_role("tgbot_x__hosts", "my-bot") == bot_stores.role_name(
         "tgbot_x__hosts", "my-bot"
     )
 
@@ -173,7 +173,7 @@ async def test_drop_tenant_removes_the_bots_schema_and_role_only(
     try:
         for bot, owner in bots.items():
             role = await database.ensure_tenant_role(PG_ADMIN_URL, hosts, owner)
-            schema = tenants.schema_name(bot)
+            schema = bot_stores.schema_name(bot)
             await conn.execute(f'CREATE SCHEMA "{schema}"')
             await conn.execute(f'CREATE TABLE "{schema}".users (id int)')
             await conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
@@ -191,8 +191,8 @@ async def test_drop_tenant_removes_the_bots_schema_and_role_only(
         assert "bot_gone" not in schemas
         assert "bot_stays" in schemas
         roles = {r[0] for r in await conn.fetch("SELECT rolname FROM pg_roles")}
-        assert tenants.role_name(hosts.database, "gone") not in roles
-        assert tenants.role_name(hosts.database, "stays") in roles
+        assert bot_stores.role_name(hosts.database, "gone") not in roles
+        assert bot_stores.role_name(hosts.database, "stays") in roles
     finally:
         await conn.execute('DROP SCHEMA IF EXISTS "bot_stays" CASCADE')
         await conn.close()
@@ -214,8 +214,8 @@ async def test_the_real_host_serves_what_the_operator_writes(
     bots = tmp_path / "bots"
     bots.mkdir()
     token, secret = "5550101:AAquiz_token_0123456789abcdefghijklmn", "quiz-secret-" + "x" * 20
-    (bots / host_children.bot_key("quiz")).write_text(host_children.bot_file(token, secret))
-    deployment = host_children.render_deployment(HOST, IMAGE, 1, API, POD)
+    (bots / host_manifests.bot_key("quiz")).write_text(host_manifests.bot_file(token, secret))
+    deployment = host_manifests.render_deployment(HOST, IMAGE, 1, API, POD)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     # The Pod's mounted files, here: the database URL is the file database_url in SECRETS_DIR.
@@ -233,7 +233,7 @@ async def test_the_real_host_serves_what_the_operator_writes(
                 report = await response.json()
             assert report["checks"]["bots"] == {"quiz": {"status": "serving", "id": 5550101}}
             # Routed by the bot id in the path the operator registers (its secret is checked).
-            url = host_children.webhook_url({"webhook": {"host": "x.example.com"}}, token)
+            url = host_manifests.webhook_url({"webhook": {"host": "x.example.com"}}, token)
             path = url.removeprefix("https://x.example.com")
             async with http.post(f"{host.url}{path}", json={}) as response:
                 assert response.status == 401
@@ -252,12 +252,12 @@ async def test_joining_again_keeps_the_pickup_clock_unless_the_file_changes(
         "spec": {"image": IMAGE, "token": {"secretName": "tok"}},
     }
     bot = await cluster.create("hello-bot.dev/v1alpha1", "telegrambots", body)
-    secret_name = host_children.bots_secret_name(HOST)
+    secret_name = host_manifests.bots_secret_name(HOST)
     async with aiohttp.ClientSession() as http:
         kube = KubeClient(session=http, server=str(emulator.url))
 
-        async def join(text: str) -> hosting.Membership:
-            return await hosting.join(kube, bot, IMAGE, text, telegram_api_url=API, pod=POD)
+        async def join(text: str) -> host_membership.Membership:
+            return await host_membership.join(kube, bot, IMAGE, text, telegram_api_url=API, pod=POD)
 
         first = await join("BOT_TOKEN=1:a\nWEBHOOK_SECRET=s\n")
         version = (await cluster.get("v1", "secrets", secret_name) or {})["metadata"]
@@ -272,6 +272,6 @@ async def test_joining_again_keeps_the_pickup_clock_unless_the_file_changes(
             "v1",
             "secrets",
             secret_name,
-            {"metadata": {"annotations": {hosting.JOINED_ANNOTATION: None}}},
+            {"metadata": {"annotations": {host_membership.JOINED_ANNOTATION: None}}},
         )
         assert (await join("BOT_TOKEN=1:b\nWEBHOOK_SECRET=s\n")).joined_at > changed.joined_at

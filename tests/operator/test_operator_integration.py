@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from hello_operator import children
+from hello_operator import bot_manifests
 from hello_operator.database import DatabaseTarget
 from operator_support import (
     BOT_TOKEN,
@@ -55,7 +55,7 @@ async def create_token_secret(cluster: Cluster, name: str) -> None:
 
 async def complete_job(cluster: Cluster, name: str, image: str) -> None:
     """Play the Job controller: the migration Job of `image` succeeded."""
-    await JobController(cluster).succeed(children.job_name(name, image))
+    await JobController(cluster).succeed(bot_manifests.job_name(name, image))
 
 
 async def wait_condition(
@@ -183,8 +183,8 @@ async def test_create_builds_children_after_migration(
     assert "BOT_TOKEN" not in env
     service = await cluster.get("v1", "services", name)
     ingress = await cluster.get("networking.k8s.io/v1", "ingresses", name)
-    secret = await cluster.get("v1", "secrets", children.generated_secret_name(name))
-    job = await cluster.get("batch/v1", "jobs", children.job_name(name, IMAGE_1))
+    secret = await cluster.get("v1", "secrets", bot_manifests.generated_secret_name(name))
+    job = await cluster.get("batch/v1", "jobs", bot_manifests.job_name(name, IMAGE_1))
     for child in (deployment, service, ingress, secret, job):
         assert child is not None
         assert owned_by(child, bot), child["kind"]
@@ -224,7 +224,7 @@ async def test_spec_change_reruns_migration_before_rolling(
 
     await cluster.patch(BOTS, "telegrambots", name, {"spec": {"image": IMAGE_2, "replicas": 3}})
     await wait_condition(cluster, name, "Migrated", "MigrationRunning", generation=2)
-    new_job = await cluster.get("batch/v1", "jobs", children.job_name(name, IMAGE_2))
+    new_job = await cluster.get("batch/v1", "jobs", bot_manifests.job_name(name, IMAGE_2))
     assert new_job is not None
     assert new_job["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE_2
 
@@ -332,7 +332,7 @@ async def test_invalid_host_fails_with_reason(cluster: Cluster, bot_api: FakeBot
         return [e for e in await cluster.events() if e.get("reason") == "InvalidSpec"]
 
     await eventually(warned, what="an InvalidSpec Event")
-    assert await cluster.get("batch/v1", "jobs", children.job_name(name, IMAGE_1)) is None
+    assert await cluster.get("batch/v1", "jobs", bot_manifests.job_name(name, IMAGE_1)) is None
 
 
 async def test_restart_resumes_and_repairs_drift(
@@ -367,7 +367,7 @@ async def test_failed_migration_keeps_the_old_deployment_and_says_why(
     name = "broken"
     await create_token_secret(cluster, name)
     await cluster.create(BOTS, "telegrambots", bot_manifest(name))
-    job = children.job_name(name, IMAGE_1)
+    job = bot_manifests.job_name(name, IMAGE_1)
     await JobController(cluster).fail(job)
 
     bot = await wait_condition(cluster, name, "Migrated", "MigrationFailed", phase="Failed")

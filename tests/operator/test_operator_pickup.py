@@ -1,10 +1,10 @@
 """A bot moving onto a bot host: Telegram is pointed there once the host's Pods say they serve it.
 
-Each "host Pod" is the bot's real probe app (bot.probes.create_probe_app) on 127.0.0.1 with the
-real `BotHost.report` as its `bots`, so the JSON the operator reads is the host's own shape; the
+Each "host Pod" is the bot's real probe app (bot.serving.probes.create_probe_app) on 127.0.0.1 with
+the real `BotHost.report` as its `bots`, so the JSON the operator reads is the host's own shape; the
 host Service's EndpointSlices in the emulator point at them. Where the Pods answer, the operator
-runs with HOST_PICKUP_SECONDS=0: the clock has run out from the start, so whatever holds the
-webhook back is the host's word.
+runs with HOST_PICKUP_SECONDS=0: the clock has run out from the start, so whatever holds the webhook
+back is the host's word.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 from test_operator_runtime import HOST_1, operator, served_by, start_shared
 
-from bot.host import BotHost, HostedBot
+from bot.hosting.host import BotHost, HostedBot
 from bot.lifecycle import ServerState
-from bot.probes import create_probe_app
+from bot.serving.probes import create_probe_app
 
 BOT_ID = int(BOT_TOKEN.split(":")[0])
 SLICES = "discovery.k8s.io/v1"

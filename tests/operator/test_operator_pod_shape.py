@@ -9,7 +9,7 @@ from pathlib import Path
 import kopf
 import pytest
 import yaml
-from hello_operator import handlers, pod_shape
+from hello_operator import on_telegrambot, pod_shape
 from hello_operator.settings import OperatorConfig
 
 CHART_DIR = Path(__file__).resolve().parents[2] / "charts" / "hello-bot"
@@ -86,4 +86,4 @@ async def test_the_operator_stops_at_start_up_without_the_shape(
     """A PermanentError ends kopf's start-up at once (no retry loop), naming the file."""
     monkeypatch.setenv(pod_shape.CHART_DIR_ENV, str(tmp_path))
     with pytest.raises(kopf.PermanentError, match=re.escape(str(tmp_path / "files"))):
-        await handlers.configure(settings=kopf.OperatorSettings(), memo=kopf.Memo())
+        await on_telegrambot.configure(settings=kopf.OperatorSettings(), memo=kopf.Memo())

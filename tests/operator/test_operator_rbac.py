@@ -15,7 +15,7 @@ import aiohttp
 import helm_python as helm
 import pytest
 from conftest import operator_with
-from hello_operator import host_children
+from hello_operator import host_manifests
 from operator_support import (
     TEST_USER_AGENT,
     ApiCall,
@@ -118,7 +118,7 @@ async def test_a_namespaced_operator_needs_only_the_chart_s_role(
     await DeploymentController(cluster).report("solo")
     await wait_condition(cluster, "solo", "Ready", "DeploymentAvailable")
     await start_shared(cluster, "guest")
-    await served_by(cluster, "guest", host_children.host_name(IMAGE_1))
+    await served_by(cluster, "guest", host_manifests.host_name(IMAGE_1))
     for name in ("solo", "guest"):
         await cluster.delete(BOTS, "telegrambots", name)
 

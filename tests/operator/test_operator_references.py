@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import kopf
 import pytest
-from hello_operator import handlers, health, runtime, watching
+from hello_operator import on_children, on_telegrambot, runtime, webhook_timer
 from hello_operator.kube import KubeClient
 from hello_operator.reconcile import Blocked, Clients
 from hello_operator.settings import OperatorConfig
@@ -256,7 +256,7 @@ async def test_the_webhook_timer_refuses_a_hostile_reference(
     await create_token_secret(cluster, "timer")
     bot = await stored_bot(cluster, "timer", spec)
     stored = {"conditions": [{"type": "Ready", "status": "True", "reason": "HostAvailable"}]}
-    report = await health.check(clients, cluster.ns, "timer", bot.spec, stored | status)
+    report = await webhook_timer.check(clients, cluster.ns, "timer", bot.spec, stored | status)
     assert_victim_untouched(emulator, bot_api, cluster.ns)
     refused = [c for c in report.conditions if c.reason == "InvalidReference"]
     assert refused and refused[0].status is False and field in refused[0].message
@@ -292,10 +292,10 @@ async def test_the_watches_ignore_an_owner_reference_with_a_hostile_name(
         "controller": True,
     }
     child = {"metadata": {"name": "j", "namespace": cluster.ns, "ownerReferences": [ref]}}
-    assert watching.controller_ref(child) is None
-    assert watching.members(child) == []
+    assert on_children.controller_ref(child) is None
+    assert on_children.members(child) == []
     job = child | {"status": {"succeeded": 1}}
-    await watching.continue_after_migration(clients, job, ref)
+    await on_children.continue_after_migration(clients, job, ref)
     assert strays(emulator, cluster.ns) == []
 
 
@@ -303,7 +303,7 @@ async def test_delete_handler_skips_what_needs_the_hostile_reference(
     clients: Clients, cluster: Cluster, emulator: StampingEmulator, bot_api: FakeBotApi
 ) -> None:
     bot = await stored_bot(cluster, "going", {"token": {"secretName": HOSTILE}})
-    await handlers.delete_bot(
+    await on_telegrambot.delete_bot(
         body=bot,
         spec=bot.spec,
         memo=kopf.Memo(clients=clients),

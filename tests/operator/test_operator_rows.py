@@ -1,4 +1,4 @@
-"""A bot's rows follow it between runtimes (`hello_operator.rows`, called from `runtime`).
+"""A bot's rows follow it between runtimes (`hello_operator.rows`, called from `row_moves`).
 
 Real PostgreSQL: each test's stores are the databases the operator would make, migrated by the
 bot's own migrations as its `migrate` runs them, and read back the way the bot reads them (its
@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from hello_operator import children, database, host_children, rows
+from hello_operator import bot_manifests, database, host_manifests, rows
 from operator_support import (
     PG_ADMIN_URL,
     Cluster,
@@ -38,9 +38,9 @@ from test_operator_runtime import BOT_ID, HOST_1, hosting_operator, served_by
 __all__ = ["hosting_operator"]  # the fixture, shared with the runtime tests
 
 from bot.cache import Cache
+from bot.db.bot_stores import postgres_scope
 from bot.db.migrations import upgrade_to_head
 from bot.db.scope import DataScope
-from bot.db.tenants import postgres_scope
 from bot.services.users import UserProfile, UserService
 from bot.tenant import Tenant
 
@@ -303,11 +303,11 @@ async def secret_value(cluster: Cluster, secret: str, key: str) -> str:
 async def bot_scopes(cluster: Cluster, stores: Stores, *, shared: bool) -> DataScope:
     """The operator's store, migrated (the emulator runs no Job), with the operator's password."""
     if shared:
-        password = await secret_value(cluster, host_children.DATABASE_SECRET, "DATABASE_PASSWORD")
+        password = await secret_value(cluster, host_manifests.DATABASE_SECRET, "DATABASE_PASSWORD")
         scope = stores.shared(password)
         await upgrade_to_head(scope.engine, scope)
         return scope
-    generated = children.generated_secret_name(stores.name)
+    generated = bot_manifests.generated_secret_name(stores.name)
     scope = stores.dedicated(await secret_value(cluster, generated, "DATABASE_PASSWORD"))
     await upgrade_to_head(scope.engine)
     return scope
@@ -326,9 +326,9 @@ async def start_dedicated(cluster: Cluster, stores: Stores) -> DataScope:
     await create_token_secret(cluster, name)
     manifest = bot_manifest(name, webhook={"host": f"{name}.example.com"})
     await cluster.create(BOTS, "telegrambots", manifest)
-    await JobController(cluster).appeared(children.job_name(name, IMAGE_1))
+    await JobController(cluster).appeared(bot_manifests.job_name(name, IMAGE_1))
     dedicated = await bot_scopes(cluster, stores, shared=False)
-    await JobController(cluster).succeed(children.job_name(name, IMAGE_1))
+    await JobController(cluster).succeed(bot_manifests.job_name(name, IMAGE_1))
     await DeploymentController(cluster).report(name)
     await served_by(cluster, name, None)
     return dedicated
@@ -340,9 +340,9 @@ async def test_users_follow_a_bot_to_a_host_and_back(cluster: Cluster, stores: S
     assert not await welcomed_back(dedicated, ANN)
 
     await cluster.patch(BOTS, "telegrambots", "mover", {"spec": {"runtime": "Shared"}})
-    await JobController(cluster).appeared(host_children.job_name("mover", IMAGE_1))
+    await JobController(cluster).appeared(host_manifests.job_name("mover", IMAGE_1))
     shared = await bot_scopes(cluster, stores, shared=True)
-    await JobController(cluster).succeed(host_children.job_name("mover", IMAGE_1))
+    await JobController(cluster).succeed(host_manifests.job_name("mover", IMAGE_1))
     await DeploymentController(cluster).report(HOST_1)
     await served_by(cluster, "mover", HOST_1)
     record = await rows_status(cluster, "mover", "Final")
@@ -377,9 +377,9 @@ async def test_the_final_sync_copies_what_the_old_target_wrote_after_the_first_c
     bot_api.failing.add("setWebhook")  # holds the move between its two copies
 
     await cluster.patch(BOTS, "telegrambots", "mover", {"spec": {"runtime": "Shared"}})
-    await JobController(cluster).appeared(host_children.job_name("mover", IMAGE_1))
+    await JobController(cluster).appeared(host_manifests.job_name("mover", IMAGE_1))
     shared = await bot_scopes(cluster, stores, shared=True)
-    await JobController(cluster).succeed(host_children.job_name("mover", IMAGE_1))
+    await JobController(cluster).succeed(host_manifests.job_name("mover", IMAGE_1))
     await DeploymentController(cluster).report(HOST_1)
     await wait_condition(cluster, "mover", "Ready", "SetWebhookFailed", generation=2)
     record = await rows_status(cluster, "mover", "Initial")
@@ -403,7 +403,7 @@ async def test_a_failed_copy_is_reported_and_retried(cluster: Cluster, stores: S
 
     # The tenant Job says it succeeded, but the schema is not there: nowhere to copy to. Made
     # beforehand, so few retries come before the copy and the retry after it is soon (backoff).
-    job = host_children.job_name("mover", IMAGE_1)
+    job = host_manifests.job_name("mover", IMAGE_1)
     status = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
     await cluster.create("batch/v1", "jobs", {"metadata": {"name": job}, "status": status})
     await cluster.patch(BOTS, "telegrambots", "mover", {"spec": {"runtime": "Shared"}})
@@ -430,7 +430,7 @@ async def test_a_move_onto_an_external_database_says_it_copied_nothing(
         "telegrambots",
         bot_manifest("mover", runtime="Shared", webhook={"host": "m.example.com"}),
     )
-    await JobController(cluster).succeed(host_children.job_name("mover", IMAGE_1))
+    await JobController(cluster).succeed(host_manifests.job_name("mover", IMAGE_1))
     await DeploymentController(cluster).report(HOST_1)
     await served_by(cluster, "mover", HOST_1)
     url = base64.b64encode(b"postgresql+asyncpg://them@db.example/bot").decode()
@@ -442,7 +442,7 @@ async def test_a_move_onto_an_external_database_says_it_copied_nothing(
         "database": {"mode": "External", "external": {"secretName": "their-db"}},
     }
     await cluster.patch(BOTS, "telegrambots", "mover", {"spec": spec})
-    await JobController(cluster).succeed(children.job_name("mover", IMAGE_1))
+    await JobController(cluster).succeed(bot_manifests.job_name("mover", IMAGE_1))
     await DeploymentController(cluster).report("mover")
     await served_by(cluster, "mover", None)
     record = await rows_status(cluster, "mover", "NotCopied")

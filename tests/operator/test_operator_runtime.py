@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 from conftest import operator_with
-from hello_operator import children, database, host_children
+from hello_operator import bot_manifests, database, host_manifests
 from operator_support import (
     BOT_TOKEN,
     PG_ADMIN_URL,
@@ -43,9 +43,9 @@ from test_operator_integration import (
 
 BOT_ID = BOT_TOKEN.split(":")[0]
 IMAGE_3 = "registry.example/hello-bot:1.2.0"
-HOST_1 = host_children.host_name(IMAGE_1)
-HOST_2 = host_children.host_name(IMAGE_2)
-HOST_3 = host_children.host_name(IMAGE_3)
+HOST_1 = host_manifests.host_name(IMAGE_1)
+HOST_2 = host_manifests.host_name(IMAGE_2)
+HOST_3 = host_manifests.host_name(IMAGE_3)
 
 
 @contextlib.asynccontextmanager
@@ -79,7 +79,7 @@ def shared(name: str, **spec: Any) -> dict[str, Any]:
 
 
 async def bots_secret(cluster: Cluster, host: str) -> dict[str, str]:
-    secret = await cluster.get("v1", "secrets", host_children.bots_secret_name(host)) or {}
+    secret = await cluster.get("v1", "secrets", host_manifests.bots_secret_name(host)) or {}
     return {
         key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()
     }
@@ -100,9 +100,9 @@ async def start_shared(
     """Create a Shared bot, let its schema migration succeed and (optionally) its host be ready."""
     await create_token_secret(cluster, name)
     await cluster.create(BOTS, "telegrambots", shared(name, image=image))
-    await JobController(cluster).succeed(host_children.job_name(name, image))
+    await JobController(cluster).succeed(host_manifests.job_name(name, image))
     if ready:
-        await DeploymentController(cluster).report(host_children.host_name(image))
+        await DeploymentController(cluster).report(host_manifests.host_name(image))
     return await cluster.bot(name) or {}
 
 
@@ -150,11 +150,11 @@ async def test_shared_bot_gets_a_host_with_its_key(
 
     # The key first (the migration Job mounts it), then the schema, then the webhook.
     data = await keys_become(cluster, HOST_1, {"alpha.env"})
-    generated = await cluster.get("v1", "secrets", children.generated_secret_name("alpha"))
+    generated = await cluster.get("v1", "secrets", bot_manifests.generated_secret_name("alpha"))
     webhook_secret = base64.b64decode(generated["data"]["WEBHOOK_SECRET"]).decode()
     assert data["alpha.env"] == f"BOT_TOKEN={BOT_TOKEN}\nWEBHOOK_SECRET={webhook_secret}\n"
     await wait_condition(cluster, "alpha", "Migrated", "MigrationRunning", phase="Migrating")
-    job = await JobController(cluster).appeared(host_children.job_name("alpha", IMAGE_1))
+    job = await JobController(cluster).appeared(host_manifests.job_name("alpha", IMAGE_1))
     (volume,) = [v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "bots"]
     assert volume["secret"]["items"] == [{"key": "alpha.env", "path": "alpha.env"}]
     await JobController(cluster).succeed(job["metadata"]["name"])
@@ -191,7 +191,7 @@ async def test_shared_bot_gets_a_host_with_its_key(
 
     # The hosts' database opens with the URL the host gets; its role runs tenant code, so it may
     # not make roles (the operator made the bot's, and granted it to the hosts role).
-    secret = await cluster.get("v1", "secrets", host_children.DATABASE_SECRET)
+    secret = await cluster.get("v1", "secrets", host_manifests.DATABASE_SECRET)
     url = base64.b64decode(secret["data"]["DATABASE_URL"]).decode()
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
@@ -253,7 +253,7 @@ async def test_switching_runtimes_moves_the_webhook_only_once_the_new_target_is_
     await cluster.create(
         BOTS, "telegrambots", bot_manifest(name, webhook={"host": "mover.example.com"})
     )
-    await JobController(cluster).succeed(children.job_name(name, IMAGE_1))
+    await JobController(cluster).succeed(bot_manifests.job_name(name, IMAGE_1))
     await DeploymentController(cluster).report(name)
     await served_by(cluster, name, None)
     bot_api.webhook = {"url": own_url, "pending_update_count": 0}  # as `serve` registered it
@@ -261,7 +261,7 @@ async def test_switching_runtimes_moves_the_webhook_only_once_the_new_target_is_
     # Dedicated -> Shared: the bot's own Deployment serves until Telegram uses the host.
     await cluster.patch(BOTS, "telegrambots", name, {"spec": {"runtime": "Shared"}})
     await keys_become(cluster, HOST_1, {"mover.env"})
-    await JobController(cluster).succeed(host_children.job_name(name, IMAGE_1))
+    await JobController(cluster).succeed(host_manifests.job_name(name, IMAGE_1))
     await wait_condition(cluster, name, "Ready", "HostNotReady", generation=2)
     ingress = await cluster.get("networking.k8s.io/v1", "ingresses", name)
     assert ingress_routes(ingress) == {"/webhook": name, f"/webhook/{BOT_ID}": HOST_1}
@@ -304,7 +304,7 @@ async def test_new_image_moves_a_shared_bot_to_that_images_host(
 
     await cluster.patch(BOTS, "telegrambots", "upgrader", {"spec": {"image": IMAGE_2}})
     await keys_become(cluster, HOST_2, {"upgrader.env"})
-    await JobController(cluster).succeed(host_children.job_name("upgrader", IMAGE_2))
+    await JobController(cluster).succeed(host_manifests.job_name("upgrader", IMAGE_2))
     await wait_condition(cluster, "upgrader", "Ready", "HostNotReady", generation=2)
     # The old host keeps the bot and its route until the new one is ready.
     assert set(await bots_secret(cluster, HOST_1)) == {"upgrader.env"}
@@ -329,13 +329,13 @@ async def test_a_second_new_image_mid_move_leaves_no_key_in_the_middle_host(
     await served_by(cluster, "hasty", HOST_1)
     await cluster.patch(BOTS, "telegrambots", "hasty", {"spec": {"image": IMAGE_2}})
     await keys_become(cluster, HOST_2, {"hasty.env"})
-    await JobController(cluster).succeed(host_children.job_name("hasty", IMAGE_2))
+    await JobController(cluster).succeed(host_manifests.job_name("hasty", IMAGE_2))
     bot = await wait_condition(cluster, "hasty", "Ready", "HostNotReady", generation=2)
     assert bot["status"]["joining"] == HOST_2
 
     # Another image before the first move is done: its host is where the bot ends up.
     await cluster.patch(BOTS, "telegrambots", "hasty", {"spec": {"image": IMAGE_3}})
-    await JobController(cluster).succeed(host_children.job_name("hasty", IMAGE_3))
+    await JobController(cluster).succeed(host_manifests.job_name("hasty", IMAGE_3))
     await DeploymentController(cluster).report(HOST_3)
     await served_by(cluster, "hasty", HOST_3)
     await keys_become(cluster, HOST_3, {"hasty.env"})
@@ -352,7 +352,7 @@ async def test_a_bot_deleted_after_two_new_images_mid_move_leaves_every_host(
     await served_by(cluster, "fickle", HOST_1)
     for generation, (image, host) in enumerate([(IMAGE_2, HOST_2), (IMAGE_3, HOST_3)], start=2):
         await cluster.patch(BOTS, "telegrambots", "fickle", {"spec": {"image": image}})
-        await JobController(cluster).succeed(host_children.job_name("fickle", image))
+        await JobController(cluster).succeed(host_manifests.job_name("fickle", image))
         bot = await wait_condition(
             cluster, "fickle", "Ready", "HostNotReady", generation=generation
         )
@@ -421,7 +421,7 @@ async def test_deleting_a_shared_bot_with_delete_policy_drops_only_its_schema(
     for name in ("doomed", "kept"):
         await create_token_secret(cluster, name)
         await cluster.create(BOTS, "telegrambots", shared(name, deletionPolicy="Delete"))
-        await JobController(cluster).succeed(host_children.job_name(name, IMAGE_1))
+        await JobController(cluster).succeed(host_manifests.job_name(name, IMAGE_1))
     await DeploymentController(cluster).report(HOST_1)
     await served_by(cluster, "doomed", HOST_1)
     # The operator made each bot's role; `migrate` makes its schema (no Job runs in the emulator).
@@ -469,12 +469,12 @@ async def test_a_move_called_off_leaves_the_host_it_was_joining(
     await create_token_secret(cluster, name)
     manifest = bot_manifest(name, webhook={"host": "undecided.example.com"})
     await cluster.create(BOTS, "telegrambots", manifest)
-    await JobController(cluster).succeed(children.job_name(name, IMAGE_1))
+    await JobController(cluster).succeed(bot_manifests.job_name(name, IMAGE_1))
     await DeploymentController(cluster).report(name)
     await served_by(cluster, name, None)
 
     await cluster.patch(BOTS, "telegrambots", name, {"spec": {"runtime": "Shared"}})
-    await JobController(cluster).succeed(host_children.job_name(name, IMAGE_1))
+    await JobController(cluster).succeed(host_manifests.job_name(name, IMAGE_1))
     bot = await wait_condition(cluster, name, "Ready", "HostNotReady", generation=2)
     assert bot["status"]["joining"] == HOST_1
 

@@ -13,15 +13,15 @@ import asyncpg
 import kopf
 import pytest
 from hello_operator import (
-    children,
+    bot_manifests,
     conditions,
     database,
-    handlers,
-    health,
     naming,
+    on_telegrambot,
     pickup,
     reconcile,
     runtime,
+    webhook_timer,
 )
 from hello_operator.kube import KubeClient
 from hello_operator.settings import OperatorConfig
@@ -79,13 +79,15 @@ GOOD_URL = "https://bot.example.com/webhook"
 def test_webhook_condition(
     spec: dict[str, Any], info: WebhookInfo, status: bool, reason: str
 ) -> None:
-    result = health.webhook_condition(spec, info, now=1000.0 + health.ERROR_WINDOW_SECONDS / 2)
+    result = webhook_timer.webhook_condition(
+        spec, info, now=1000.0 + webhook_timer.ERROR_WINDOW_SECONDS / 2
+    )
     assert (result.status, result.reason) == (status, reason)
 
 
 def test_failing_webhook_message_carries_telegrams_words() -> None:
     info = WebhookInfo(GOOD_URL, 9, "Wrong response from the webhook: 500", 1000)
-    result = health.webhook_condition(WEBHOOK_SPEC, info, now=1001.0)
+    result = webhook_timer.webhook_condition(WEBHOOK_SPEC, info, now=1001.0)
     assert result.message == "Wrong response from the webhook: 500 (9 updates pending)"
 
 
@@ -220,7 +222,7 @@ async def test_create_handler_converges_when_run_again(
     for _ in range(2):
         patch = kopf.Patch()
         with pytest.raises(kopf.TemporaryError):
-            await handlers.create_bot(
+            await on_telegrambot.create_bot(
                 body=bot,
                 status=bot.status,
                 patch=patch,
@@ -233,11 +235,11 @@ async def test_create_handler_converges_when_run_again(
         assert stored is not None
         migrated = conditions.find(stored["status"]["conditions"], conditions.MIGRATED)
         assert migrated is not None and migrated["reason"] == "MigrationRunning"
-        secret = await cluster.get("v1", "secrets", children.generated_secret_name("again"))
+        secret = await cluster.get("v1", "secrets", bot_manifests.generated_secret_name("again"))
         assert secret is not None
         secrets_seen.append(secret["data"])
     assert secrets_seen[0] == secrets_seen[1]  # generated once, then kept
-    job = await cluster.get("batch/v1", "jobs", children.job_name("again", "img:1"))
+    job = await cluster.get("batch/v1", "jobs", bot_manifests.job_name("again", "img:1"))
     assert job is not None and job["metadata"]["ownerReferences"][0]["uid"] == bot.metadata.uid
     assert await cluster.get("apps/v1", "deployments", "again") is None
 
@@ -258,7 +260,7 @@ async def test_health_check_refreshes_readiness_from_the_deployment(
     clients: reconcile.Clients, cluster: Cluster, bot_api: FakeBotApi
 ) -> None:
     await add_token(cluster)
-    deployment = children.render_deployment(
+    deployment = bot_manifests.render_deployment(
         "h", {"token": {"secretName": "tok"}}, "img:1", "x", clients.config.bot_pod
     )
     deployment["metadata"]["namespace"] = cluster.ns
@@ -269,7 +271,9 @@ async def test_health_check_refreshes_readiness_from_the_deployment(
         "phase": "Deploying",
         "conditions": [{"type": "Ready", "status": "False", "reason": "DeploymentNotReady"}],
     }
-    report = await health.check(clients, cluster.ns, "h", {"token": {"secretName": "tok"}}, status)
+    report = await webhook_timer.check(
+        clients, cluster.ns, "h", {"token": {"secretName": "tok"}}, status
+    )
     assert report.phase == "Running"
     assert report.webhook is not None and report.webhook["pendingUpdateCount"] == 2
     by_type = {c.type: c for c in report.conditions}
@@ -295,7 +299,7 @@ async def test_unreachable_database_blocks_with_a_reason(
 
 
 async def test_kube_client_create_or_patch(clients: reconcile.Clients, cluster: Cluster) -> None:
-    service = children.render_service("svc")
+    service = bot_manifests.render_service("svc")
     service["metadata"]["namespace"] = cluster.ns
     await clients.kube.apply(service)
     service["metadata"]["labels"]["extra"] = "yes"

@@ -15,7 +15,7 @@ from typing import Any
 import kmock
 import pytest
 import yaml
-from hello_operator import children, conditions, watching
+from hello_operator import bot_manifests, conditions, on_children
 from hello_operator.pod_shape import load_bot_pod
 from operator_support import (
     Cluster,
@@ -61,7 +61,7 @@ async def migrating_bot(cluster: Cluster, name: str, **spec: Any) -> str:
     await create_token_secret(cluster, name)
     await cluster.create(BOTS, "telegrambots", bot_manifest(name, **spec))
     await wait_condition(cluster, name, "Migrated", "MigrationRunning", phase="Migrating")
-    return children.job_name(name, IMAGE_1)
+    return bot_manifests.job_name(name, IMAGE_1)
 
 
 @pytest.mark.usefixtures("watching_operator")
@@ -181,23 +181,25 @@ def bot_with(ready_reason: str | None, phase: str = "Deploying", **status: Any) 
 def test_the_label_filters_select_what_the_operator_renders() -> None:
     spec = {"image": IMAGE_1, "token": {"secretName": "t"}}
     pod = load_bot_pod()
-    deployment = children.render_deployment("echo", spec, IMAGE_1, "https://api.telegram.org", pod)
-    job = children.render_job("echo", spec, "https://api.telegram.org", pod)
-    assert watching.DEPLOYMENT_LABELS.items() <= deployment["metadata"]["labels"].items()
-    assert watching.JOB_LABELS.items() <= job["metadata"]["labels"].items()
-    assert not watching.JOB_LABELS.items() <= deployment["metadata"]["labels"].items()
-    assert not watching.DEPLOYMENT_LABELS.items() <= job["metadata"]["labels"].items()
+    deployment = bot_manifests.render_deployment(
+        "echo", spec, IMAGE_1, "https://api.telegram.org", pod
+    )
+    job = bot_manifests.render_job("echo", spec, "https://api.telegram.org", pod)
+    assert on_children.DEPLOYMENT_LABELS.items() <= deployment["metadata"]["labels"].items()
+    assert on_children.JOB_LABELS.items() <= job["metadata"]["labels"].items()
+    assert not on_children.JOB_LABELS.items() <= deployment["metadata"]["labels"].items()
+    assert not on_children.DEPLOYMENT_LABELS.items() <= job["metadata"]["labels"].items()
 
 
 def test_controller_ref_is_the_owning_telegrambot_only() -> None:
     child = owned("Deployment", "echo")
-    assert watching.controller_ref(child) == child["metadata"]["ownerReferences"][0]
+    assert on_children.controller_ref(child) == child["metadata"]["ownerReferences"][0]
     child["metadata"]["ownerReferences"][0]["controller"] = False
-    assert watching.controller_ref(child) is None
-    assert watching.controller_ref({"metadata": {}}) is None
+    assert on_children.controller_ref(child) is None
+    assert on_children.controller_ref({"metadata": {}}) is None
     foreign = owned("Deployment", "echo")
     foreign["metadata"]["ownerReferences"][0]["kind"] = "ReplicaSet"
-    assert watching.controller_ref(foreign) is None
+    assert on_children.controller_ref(foreign) is None
 
 
 @pytest.mark.parametrize(
@@ -220,9 +222,9 @@ def test_readiness_change(
 ) -> None:
     deployment = owned("Deployment", "echo", spec={"replicas": 1})
     deployment["status"] = {"readyReplicas": ready_replicas}
-    ref = watching.controller_ref(deployment)
+    ref = on_children.controller_ref(deployment)
     assert ref is not None
-    patch = watching.readiness_change(ref, deployment)(bot_with(ready_reason))
+    patch = on_children.readiness_change(ref, deployment)(bot_with(ready_reason))
     if expected is None:
         assert patch is None
         return
@@ -235,18 +237,18 @@ def test_readiness_change(
 
 def test_readiness_change_writes_nothing_twice_nor_for_a_namesake() -> None:
     deployment = owned("Deployment", "echo", spec={"replicas": 1}, status={"readyReplicas": 0})
-    ref = watching.controller_ref(deployment)
+    ref = on_children.controller_ref(deployment)
     assert ref is not None
     same = bot_with("DeploymentNotReady")
     same["status"]["conditions"][0]["message"] = "0/1 replicas ready"
-    assert watching.readiness_change(ref, deployment)(same) is None
+    assert on_children.readiness_change(ref, deployment)(same) is None
     namesake = bot_with("DeploymentAvailable")
     namesake["metadata"]["uid"] = "another"
-    assert watching.readiness_change(ref, deployment)(namesake) is None
+    assert on_children.readiness_change(ref, deployment)(namesake) is None
     deleting = bot_with("DeploymentAvailable")
     deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    assert watching.readiness_change(ref, None)(deleting) is None
-    gone = watching.readiness_change(ref, None)(bot_with("DeploymentAvailable"))
+    assert on_children.readiness_change(ref, None)(deleting) is None
+    gone = on_children.readiness_change(ref, None)(bot_with("DeploymentAvailable"))
     assert gone is not None
     assert conditions.find(gone["conditions"], "Ready")["reason"] == "DeploymentMissing"
 
@@ -283,10 +285,10 @@ def waiting_bot(
     ids=["waiting", "spec-changed", "other-image", "deleting", "namesake", "done"],
 )
 def test_waits_for(bot: dict[str, Any], waits: bool) -> None:
-    job = owned("Job", children.job_name("echo", IMAGE_1))
-    ref = watching.controller_ref(job)
+    job = owned("Job", bot_manifests.job_name("echo", IMAGE_1))
+    ref = on_children.controller_ref(job)
     assert ref is not None
-    assert watching.waits_for(bot, job, ref) is waits
+    assert on_children.waits_for(bot, job, ref) is waits
 
 
 def test_cluster_role_lets_the_operator_watch_its_children() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.bots_dir import MAX_BOT_FILE_BYTES, BotsSnapshot, read_bots_dir
+from bot.hosting.bots_dir import MAX_BOT_FILE_BYTES, BotsSnapshot, read_bots_dir
 
 TOKEN_A = "111111:AAtokenOfBotA_abcdefghijklmno"
 TOKEN_B = "222222:BBtokenOfBotB_abcdefghijklmno"

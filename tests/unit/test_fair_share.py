@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bot.fair_share import RECOUNT_SECONDS, FairShare
+from bot.hosting.fair_share import RECOUNT_SECONDS, FairShare
 
 FLOODED, QUIET, OTHER = 1, 2, 3
 

@@ -28,14 +28,14 @@ from aiogram.types import Update
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from bot.deadline import DeadlineMiddleware, pause_allowance
-from bot.errors import PacingBacklogError
-from bot.outbound import (
+from bot.delivery.deadline import DeadlineMiddleware, pause_allowance
+from bot.delivery.outbound import (
     FloodControlMiddleware,
     RetryMiddleware,
     TokenBucket,
     pin_response_models,
 )
+from bot.errors import PacingBacklogError
 from bot.retry_policy import is_retryable
 from bot.tenant import working_for
 
@@ -95,7 +95,7 @@ async def test_backoff_doubles_per_attempt_times_a_jitter_of_half_to_one_and_a_h
 ) -> None:
     """The jitter spreads retries of many updates over [0.5, 1.5) of the doubled delay."""
     draws = iter([0.0, 0.5, 1.0])  # random.random(): the jitter's low end, middle, high end
-    monkeypatch.setattr("bot.outbound.random.random", lambda: next(draws))
+    monkeypatch.setattr("bot.delivery.outbound.random.random", lambda: next(draws))
     time = FakeTime()
     request = failing(*[TelegramServerError(SEND, "502")] * 3)
     assert await RetryMiddleware(sleep=time.sleep, base_delay=0.2)(request, BOT, SEND) == "ok"
@@ -195,7 +195,7 @@ async def test_a_server_errors_backoff_counts_against_the_deadline(
     """Unlike a 429's retry_after, a backoff after a 5xx is not Telegram's pacing: an update
     retrying a failing Telegram is cut off at its deadline (0.3 s, here during a 0.4 s backoff)
     and redelivered, although the pause allowance would have room for the wait."""
-    monkeypatch.setattr("bot.outbound.random.random", lambda: 0.5)  # jitter factor 1
+    monkeypatch.setattr("bot.delivery.outbound.random.random", lambda: 0.5)  # jitter factor 1
     request = failing(TelegramServerError(SEND, "502"))
 
     async def handler(_event: Any, _data: dict[str, Any]) -> str:

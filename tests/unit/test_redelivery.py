@@ -8,9 +8,9 @@ import pytest
 from aiogram.types import Update
 from sqlalchemy.exc import OperationalError
 
+from bot.delivery.redelivery import InProcessRedeliveryMiddleware
 from bot.errors import PacingBacklogError
 from bot.lifecycle import ServerState
-from bot.redelivery import InProcessRedeliveryMiddleware
 
 UPDATE = Update(update_id=1)
 OUTAGE = OperationalError("SELECT 1", {}, ConnectionRefusedError())

@@ -16,10 +16,9 @@ from typing import Any
 
 import kopf
 
-from hello_operator import children, conditions, references
-from hello_operator.handlers import TRANSIENT
-from hello_operator.health import DEPLOYED_REASONS, HOSTED_REASONS
+from hello_operator import bot_manifests, conditions, references
 from hello_operator.kube import object_path
+from hello_operator.on_telegrambot import TRANSIENT
 from hello_operator.reconcile import (
     Clients,
     StatusChange,
@@ -33,10 +32,11 @@ from hello_operator.reconcile import (
     write_conditions,
 )
 from hello_operator.settings import GROUP, VERSION
+from hello_operator.webhook_timer import DEPLOYED_REASONS, HOSTED_REASONS
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT = "app.kubernetes.io/component"
-# The labels `children.labels` puts on the bot Deployment, a bot host and the migration Jobs.
+# The labels `bot_manifests.labels` puts on the bot Deployment, a bot host and the migration Jobs.
 MANAGED = {MANAGED_BY: "hello-bot-operator"}
 DEPLOYMENT_LABELS = MANAGED | {COMPONENT: "bot"}
 HOST_LABELS = MANAGED | {COMPONENT: "host"}
@@ -133,7 +133,8 @@ def host_readiness_change(host: str, deployment: Mapping[str, Any] | None) -> St
 
 
 def members(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The TelegramBots a host's owner references name (every one of its bots, `hosting`)."""
+    """The TelegramBots a host's owner references name (every one of its bots, as
+    `host_membership` keeps them)."""
     return bot_refs(body)
 
 
@@ -147,11 +148,12 @@ def waits_for(bot: Mapping[str, Any], job: Mapping[str, Any], ref: Mapping[str, 
     status = bot.get("status") or {}
     migrated = conditions.find(status.get("conditions"), conditions.MIGRATED) or {}
     image = str(spec.get("image") or "")
+    # A Shared bot's Job is its own handler's to follow.
     return (
-        children.runtime(spec) == "Dedicated"  # a Shared bot's Job is its own handler's to follow
+        bot_manifests.runtime(spec) == "Dedicated"
         and meta.get("uid") == ref.get("uid")
         and not meta.get("deletionTimestamp")
-        and job["metadata"]["name"] == children.job_name(meta["name"], image)
+        and job["metadata"]["name"] == bot_manifests.job_name(meta["name"], image)
         and status.get("migratedImage") != image
         and migrated.get("reason") == "MigrationRunning"
         and migrated.get("observedGeneration") == meta.get("generation")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from hello_operator import adoption, database, host_children
+from hello_operator import adoption, database, host_manifests
 from hello_operator.kube import KubeClient, collection_path, object_path
 from hello_operator.pod_shape import BotPod
 
@@ -70,8 +70,8 @@ async def ensure_hosts_database(
     bots of the namespace own together, and this bot's role there (made by the operator: the
     hosts role runs tenant code and may not create or alter roles)."""
     namespace = bot["metadata"]["namespace"]
-    path = object_path("v1", "Secret", namespace, host_children.DATABASE_SECRET)
-    async with _lock(namespace, host_children.DATABASE_SECRET):
+    path = object_path("v1", "Secret", namespace, host_manifests.DATABASE_SECRET)
+    async with _lock(namespace, host_manifests.DATABASE_SECRET):
         target = await adoption.hosts_target(kube, admin_url, namespace)
         current = await kube.get(path)
         data = (current or {}).get("data") or {}
@@ -81,14 +81,14 @@ async def ensure_hosts_database(
             else secrets.token_urlsafe(24)
         )
         url = target.url(password=password, host=host, port=port)
-        owners = host_children.merged_owners(_owners(current), host_children.owner_reference(bot))
+        owners = host_manifests.merged_owners(_owners(current), host_manifests.owner_reference(bot))
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {
-                "name": host_children.DATABASE_SECRET,
+                "name": host_manifests.DATABASE_SECRET,
                 "namespace": namespace,
-                "labels": host_children.host_labels(host_children.DATABASE_SECRET),
+                "labels": host_manifests.host_labels(host_manifests.DATABASE_SECRET),
                 "ownerReferences": owners,
             },
             "type": "Opaque",
@@ -124,15 +124,15 @@ async def join(
 ) -> Membership:
     """Put the bot's key into its host's bots Secret and size and apply the host for it."""
     namespace, name = bot["metadata"]["namespace"], bot["metadata"]["name"]
-    host = host_children.host_name(image)
-    key = host_children.bot_key(name)
-    me = host_children.owner_reference(bot)
-    secret_path = object_path("v1", "Secret", namespace, host_children.bots_secret_name(host))
+    host = host_manifests.host_name(image)
+    key = host_manifests.bot_key(name)
+    me = host_manifests.owner_reference(bot)
+    secret_path = object_path("v1", "Secret", namespace, host_manifests.bots_secret_name(host))
     async with _lock(namespace, host):
         secret = await kube.get(secret_path)
         data = dict((secret or {}).get("data") or {})
         joined = _joined(secret)
-        owners = host_children.merged_owners(_owners(secret), me)
+        owners = host_manifests.merged_owners(_owners(secret), me)
         encoded = _encode(bot_file)
         if data.get(key) != encoded or name not in joined or owners != _owners(secret):
             if data.get(key) != encoded or name not in joined:
@@ -146,8 +146,8 @@ async def join(
                     "apiVersion": "v1",
                     "kind": "Secret",
                     "metadata": {
-                        "name": host_children.bots_secret_name(host),
-                        "labels": host_children.host_labels(host),
+                        "name": host_manifests.bots_secret_name(host),
+                        "labels": host_manifests.host_labels(host),
                         "annotations": {JOINED_ANNOTATION: json.dumps(joined, sort_keys=True)},
                     },
                     "type": "Opaque",
@@ -184,15 +184,15 @@ async def _resize(
     deployment_path = object_path("apps/v1", "Deployment", namespace, host)
     service_path = object_path("v1", "Service", namespace, host)
     current = await kube.get(deployment_path)
-    owners = host_children.merged_owners(_owners(current), add, drop_uid)
-    manifest = host_children.render_deployment(host, image, members, telegram_api_url, pod)
+    owners = host_manifests.merged_owners(_owners(current), add, drop_uid)
+    manifest = host_manifests.render_deployment(host, image, members, telegram_api_url, pod)
     deployment = await _apply_host(kube, namespace, manifest, owners)
     service = await kube.get(service_path)
     await _apply_host(
         kube,
         namespace,
-        host_children.render_service(host),
-        host_children.merged_owners(_owners(service), add, drop_uid),
+        host_manifests.render_service(host),
+        host_manifests.merged_owners(_owners(service), add, drop_uid),
     )
     return deployment
 
@@ -209,20 +209,20 @@ async def leave(
     out deletes the host's Deployment and Service. Safe to repeat."""
     namespace, name = bot["metadata"]["namespace"], bot["metadata"]["name"]
     uid = bot["metadata"]["uid"]
-    secret_path = object_path("v1", "Secret", namespace, host_children.bots_secret_name(host))
+    secret_path = object_path("v1", "Secret", namespace, host_manifests.bots_secret_name(host))
     deployment_path = object_path("apps/v1", "Deployment", namespace, host)
     async with _lock(namespace, host):
         secret = await kube.get(secret_path)
         data = dict((secret or {}).get("data") or {})
         joined = _joined(secret)
-        if secret is not None and (host_children.bot_key(name) in data or name in joined):
-            data.pop(host_children.bot_key(name), None)
+        if secret is not None and (host_manifests.bot_key(name) in data or name in joined):
+            data.pop(host_manifests.bot_key(name), None)
             joined.pop(name, None)
             patch = {
                 "metadata": {
                     "annotations": {JOINED_ANNOTATION: json.dumps(joined, sort_keys=True)}
                 },
-                "data": {host_children.bot_key(name): None},
+                "data": {host_manifests.bot_key(name): None},
             }
             await kube.patch(secret_path, patch)
         deployment = await kube.get(deployment_path)

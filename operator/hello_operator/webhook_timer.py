@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hello_operator import children, conditions, host_children, references
+from hello_operator import bot_manifests, conditions, host_manifests, references
 from hello_operator.kube import object_path
 from hello_operator.reconcile import Clients, host_ready_condition, read_token, ready_condition
 from hello_operator.telegram import TelegramError, WebhookInfo
@@ -22,9 +22,9 @@ HOSTED_REASONS = frozenset({"HostAvailable", "HostNotReady", "HostMissing"})
 
 
 def expected_url(spec: Mapping[str, Any], token: str) -> str:
-    if children.runtime(spec) == "Shared":
-        return host_children.webhook_url(spec, token)
-    return f"https://{children.webhook_host(spec)}{children.webhook_path(spec)}"
+    if bot_manifests.runtime(spec) == "Shared":
+        return host_manifests.webhook_url(spec, token)
+    return f"https://{bot_manifests.webhook_host(spec)}{bot_manifests.webhook_path(spec)}"
 
 
 @dataclass
@@ -37,7 +37,7 @@ class HealthReport:
 def webhook_condition(
     spec: Mapping[str, Any], info: WebhookInfo, now: float, token: str = ""
 ) -> conditions.Condition:
-    host = children.webhook_host(spec)
+    host = bot_manifests.webhook_host(spec)
     pending = f"{info.pending_update_count} updates pending"
     kind = conditions.WEBHOOK_HEALTHY
     if not host:

@@ -1,4 +1,5 @@
-"""kopf handlers: one small function per cause; the work lives in `reconcile` and `health`."""
+"""kopf handlers on TelegramBot causes, one small function each; the work lives in `runtime`,
+`reconcile` and `webhook_timer`."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ import kopf
 
 from hello_operator import (
     adoption,
-    children,
+    bot_manifests,
     conditions,
     database,
-    health,
-    host_children,
-    hosting,
+    host_manifests,
+    host_membership,
     references,
     webhook_hosts,
+    webhook_timer,
 )
 from hello_operator.kube import ApiError, KubeClient
 from hello_operator.pod_shape import PodShapeError
@@ -221,24 +222,24 @@ async def delete_bot(
     """Remove the webhook, leave the bot host, then drop the data only if `deletionPolicy: Delete`.
 
     Children go with the owner through garbage collection (owner references); a host's objects
-    are shared, so the bot's key and claim are taken off them here (`hosting.leave`).
+    are shared, so the bot's key and claim are taken off them here (`host_membership.leave`).
     """
     clients: Clients = memo.clients
     name, namespace = body.meta["name"], body.meta["namespace"]
-    if children.webhook_host(spec):
+    if bot_manifests.webhook_host(spec):
         await _delete_webhook(clients, namespace, spec, logger, retry)
     # The host serving it, and the one it was joining (a bot deleted mid-move has a key in both).
     hosts = _status_hosts(body.status, logger)
-    if children.runtime(spec) == "Shared" and spec.get("image"):
-        hosts.add(host_children.host_name(str(spec["image"])))
+    if bot_manifests.runtime(spec) == "Shared" and spec.get("image"):
+        hosts.add(host_manifests.host_name(str(spec["image"])))
     config = clients.config
     try:
-        hosts |= await hosting.hosts_of(clients.kube, body)
+        hosts |= await host_membership.hosts_of(clients.kube, body)
     except TRANSIENT as exc:
         raise kopf.TemporaryError(f"listing the hosts: {exc}", delay=backoff(retry)) from exc
     for host in sorted(hosts - {""}):
         try:
-            await hosting.leave(
+            await host_membership.leave(
                 clients.kube,
                 body,
                 host,
@@ -250,7 +251,7 @@ async def delete_bot(
     if spec.get("deletionPolicy", "Retain") != "Delete":
         logger.info("deletionPolicy is Retain: the database is kept")
         return
-    if children.database_mode(spec) != "Shared":
+    if bot_manifests.database_mode(spec) != "Shared":
         logger.warning("deletionPolicy Delete does not drop an External database; kept")
         return
     if not clients.config.shared_postgres_admin_url:
@@ -276,7 +277,7 @@ async def delete_bot(
 
 def _status_hosts(status: kopf.Status, logger: kopf.Logger) -> set[str]:
     """The hosts status.host and status.joining name; one that is no name is skipped (the bot's
-    own memberships are still found through `hosting.hosts_of`)."""
+    own memberships are still found through `host_membership.hosts_of`)."""
     hosts = set()
     for key in ("host", "joining"):
         try:
@@ -318,7 +319,7 @@ async def check_webhook(
     """Ask Telegram how webhook delivery goes, and refresh readiness from the Deployment."""
     clients: Clients = memo.clients
     try:
-        report = await health.check(
+        report = await webhook_timer.check(
             clients, body.meta["namespace"], body.meta["name"], spec, status
         )
         await _report(clients, body, *report.conditions)

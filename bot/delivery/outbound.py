@@ -36,7 +36,7 @@ from aiogram.methods import (
     SetWebhook,
 )
 
-from bot.deadline import UpdateDeadline, current_deadline
+from bot.delivery.deadline import UpdateDeadline, current_deadline
 from bot.errors import PacingBacklogError
 from bot.observability.metrics import (
     BOT_API_PACING_REFUSED,

@@ -19,18 +19,18 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 
 from bot.app import Runtime, create_bot, create_session, open_runtime
-from bot.bots_dir import BotEntry, DirScanner, read_bots_dir
 from bot.config import Settings
+from bot.db.bot_stores import bot_namespace, bot_scope
 from bot.db.engine import create_engine
 from bot.db.schema import SchemaGate
-from bot.db.tenants import bot_namespace, bot_scope
-from bot.fair_share import FairShare
+from bot.hosting.bots_dir import BotEntry, DirScanner, read_bots_dir
+from bot.hosting.fair_share import FairShare
 from bot.lifecycle import ServerState, settle_heap, until_signalled
 from bot.observability.metrics import WEBHOOK_REQUESTS
-from bot.probes import create_probe_app, start_http
+from bot.observability.webhook_info import WebhookInfoCollector, watch_webhook
+from bot.serving.probes import create_probe_app, start_http
+from bot.serving.webhook import WebhookHandler, register_webhook
 from bot.tenant import Tenant, working_for
-from bot.web import WebhookHandler, register_webhook
-from bot.webhook_info import WebhookInfoCollector, watch_webhook
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +43,7 @@ SCAN_TIMEOUT_SECONDS = 10.0
 # `failed` and tried again in the background, and the host goes on without it.
 BOT_START_TIMEOUT_SECONDS = 30.0
 # How long an update over its bot's fair share waits for a slot before the 503: with the
-# update's own budget (bot.deadline.update_budget, 51 s) still inside Telegram's 60 s.
+# update's own budget (bot.delivery.deadline.update_budget, 51 s) still inside Telegram's 60 s.
 ADMISSION_WAIT_SECONDS = 5.0
 
 
@@ -194,7 +194,7 @@ class BotHost:
 
     async def _register(self, hosted: HostedBot, schema: SchemaGate) -> None:
         """setWebhook, then getWebhookInfo every WEBHOOK_INFO_INTERVAL_SECONDS, as `serve` does
-        (bot.web.start_webhook)."""
+        (bot.serving.webhook.start_webhook)."""
         working_for.set(hosted.entry.name)  # this task's own context: its calls are this bot's
         settings = self.settings
         url = f"{settings.webhook_url}{settings.webhook_path}/{hosted.tenant.bot_id}"

@@ -6,7 +6,7 @@ way: readiness turns 503, no new update is fetched, in-flight ones finish within
 No update is dropped. aiogram confirms a batch (the next getUpdates' offset) once every update
 of it has been started; at most POLLING_MAX_IN_FLIGHT run at once, so when the limits cannot
 send replies as fast as updates come, polling fetches less instead of piling them up. An update
-that fails for a reason worth retrying is processed again in-process (bot.redelivery).
+that fails for a reason worth retrying is processed again in-process (bot.delivery.redelivery).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import structlog
 
 from bot.app import BotApp, assemble
 from bot.config import Settings
+from bot.delivery.redelivery import InProcessRedeliveryMiddleware
 from bot.lifecycle import ServerState, settle_heap, until_signalled
-from bot.probes import create_probe_app, start_http
-from bot.redelivery import InProcessRedeliveryMiddleware
+from bot.serving.probes import create_probe_app, start_http
 from bot.tenant import working_for
 
 log = structlog.get_logger(__name__)

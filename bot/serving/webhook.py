@@ -28,10 +28,10 @@ from bot.config import Settings
 from bot.db.schema import SchemaGate
 from bot.lifecycle import ServerState, settle_heap, until_signalled
 from bot.observability.metrics import WEBHOOK_REQUESTS
-from bot.probes import MAX_BODY_BYTES, create_probe_app, start_http
+from bot.observability.webhook_info import WebhookInfoCollector, watch_webhook
 from bot.retry_policy import is_retryable
+from bot.serving.probes import MAX_BODY_BYTES, create_probe_app, start_http
 from bot.tenant import Tenant, working_for
-from bot.webhook_info import WebhookInfoCollector, watch_webhook
 
 log = structlog.get_logger(__name__)
 
@@ -207,8 +207,8 @@ async def register_webhook(
 def start_webhook(
     app: BotApp, stack: AsyncExitStack, *, registry: CollectorRegistry = REGISTRY
 ) -> None:
-    """setWebhook, then Telegram's view of delivery on /metrics (bot.webhook_info), in the
-    background until `stack` closes."""
+    """setWebhook, then Telegram's view of delivery on /metrics (bot.observability.webhook_info),
+    in the background until `stack` closes."""
     settings = app.settings
     collector = WebhookInfoCollector()
     registry.register(collector)

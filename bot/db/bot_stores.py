@@ -28,8 +28,8 @@ def schema_name(bot_name: str) -> str:
 def role_name(database: str, bot_name: str) -> str:
     """Roles belong to the whole cluster, not to a database: two hosts (two databases) may have a
     bot of the same name, so the role names the database too (hashed: names stay short). One
-    role per (database, bot): bot names ([a-z0-9-]{1,40}, bot/bots_dir.py) have no `@` and keep
-    the name under PostgreSQL's 63 bytes, so it is never cut short."""
+    role per (database, bot): bot names ([a-z0-9-]{1,40}, bot/hosting/bots_dir.py) have no `@`
+    and keep the name under PostgreSQL's 63 bytes, so it is never cut short."""
     digest = hashlib.sha256(database.encode()).hexdigest()[:8]
     return f"bot_{bot_name}@{digest}"
 

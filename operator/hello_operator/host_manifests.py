@@ -3,11 +3,12 @@
 One host per namespace and image serves every Shared TelegramBot of that image (`python -m bot
 host`, DESIGN.md section 8). Its bots Secret holds one `<name>.env` key per member, mounted as
 the host's BOTS_DIR, so members come and go without a restart. Every host of a namespace uses
-one database (one schema and role per bot inside it, bot/db/tenants.py), so a bot that moves to
+one database (one schema and role per bot inside it, bot/db/bot_stores.py), so a bot that moves to
 another image's host keeps its rows.
 
 The host's objects are owned by all their members at once (owner references without
-`controller`; `hosting` maintains the list), so no single bot's deletion takes the host along.
+`controller`; `host_membership` maintains the list), so no single bot's deletion takes the host
+along.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from hello_operator import children
+from hello_operator import bot_manifests
 from hello_operator.pod_shape import BotPod
 
 # Every host serves its bots under this path; a Shared bot's URL is `https://{host}/webhook/{id}`.
@@ -47,7 +48,7 @@ UNIT_MIB = {
 
 
 def host_name(image: str) -> str:
-    return f"hello-bot-host-{children.image_hash(image)}"
+    return f"hello-bot-host-{bot_manifests.image_hash(image)}"
 
 
 def bots_secret_name(host: str) -> str:
@@ -59,7 +60,8 @@ def bot_key(name: str) -> str:
 
 
 def bot_file(token: str, webhook_secret: str) -> str:
-    """The member's `<name>.env`: what bot/bots_dir.py reads (only these two keys are per bot)."""
+    """The member's `<name>.env`: what bot/hosting/bots_dir.py reads (only these two keys are per
+    bot)."""
     return f"BOT_TOKEN={token}\nWEBHOOK_SECRET={webhook_secret}\n"
 
 
@@ -69,7 +71,7 @@ def bot_id(token: str) -> str:
 
 
 def webhook_url(spec: Mapping[str, Any], token: str) -> str:
-    return f"https://{children.webhook_host(spec)}{HOST_WEBHOOK_PATH}/{bot_id(token)}"
+    return f"https://{bot_manifests.webhook_host(spec)}{HOST_WEBHOOK_PATH}/{bot_id(token)}"
 
 
 def memory_mib(quantity: str) -> float:
@@ -93,7 +95,7 @@ def host_resources(base: Mapping[str, Any], members: int) -> dict[str, Any]:
 
 
 def host_labels(host: str) -> dict[str, str]:
-    return children.labels(host, "host")
+    return bot_manifests.labels(host, "host")
 
 
 def owner_reference(bot: Mapping[str, Any]) -> dict[str, Any]:
@@ -125,7 +127,7 @@ def host_env(host: str, telegram_api_url: str, pod: BotPod) -> list[dict[str, An
     # (after the host serves the bot) instead of the host registering them all under one URL.
     return [
         {"name": "BOTS_DIR", "value": BOTS_DIR},
-        children._secret_env("DATABASE_URL", DATABASE_SECRET, "DATABASE_URL"),
+        bot_manifests._secret_env("DATABASE_URL", DATABASE_SECRET, "DATABASE_URL"),
         {"name": "PROJECT_NAME", "value": HOST_PROJECT_NAME},
         {"name": "ENVIRONMENT", "value": "production"},
         {"name": "TELEGRAM_API_URL", "value": telegram_api_url},
@@ -161,7 +163,7 @@ def render_deployment(
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(pod.pre_stop_seconds)]}}},
         "resources": host_resources(pod.resources, members),
     }
-    pod_spec = children._pod_spec(container, pod)
+    pod_spec = bot_manifests._pod_spec(container, pod)
     container["volumeMounts"].append({"name": "bots", "mountPath": BOTS_DIR, "readOnly": True})
     pod_spec["volumes"].append(_bots_volume(host))
     pod_spec["terminationGracePeriodSeconds"] = pod.termination_grace_period_seconds
@@ -174,14 +176,14 @@ def render_deployment(
             "replicas": 1,
             "revisionHistoryLimit": pod.revision_history_limit,
             "strategy": pod.strategy_for("host"),
-            "selector": {"matchLabels": children.selector(host)},
+            "selector": {"matchLabels": bot_manifests.selector(host)},
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
 
 
 def render_service(host: str) -> dict[str, Any]:
-    service = children.render_service(host)
+    service = bot_manifests.render_service(host)
     service["metadata"]["labels"] = host_labels(host)
     return service
 
@@ -200,19 +202,19 @@ def render_job(
         "args": ["migrate"],
         "env": [
             {"name": "BOTS_DIR", "value": BOTS_DIR},
-            children._secret_env("DATABASE_URL", DATABASE_SECRET, "DATABASE_URL"),
+            bot_manifests._secret_env("DATABASE_URL", DATABASE_SECRET, "DATABASE_URL"),
             {"name": "PROJECT_NAME", "value": HOST_PROJECT_NAME},
             {"name": "ENVIRONMENT", "value": "production"},
             {"name": "TELEGRAM_API_URL", "value": telegram_api_url},
             {"name": "LOG_FORMAT", "value": "json"},
         ],
-        "resources": children.JOB_RESOURCES,
+        "resources": bot_manifests.JOB_RESOURCES,
     }
-    pod_spec = children._pod_spec(container, pod) | {"restartPolicy": "Never"}
+    pod_spec = bot_manifests._pod_spec(container, pod) | {"restartPolicy": "Never"}
     container["volumeMounts"].append({"name": "bots", "mountPath": BOTS_DIR, "readOnly": True})
     pod_spec["volumes"].append(_bots_volume(host, only=name))
-    labels = children.labels(name, "migration") | {
-        "hello-bot.dev/image-hash": children.image_hash(image)
+    labels = bot_manifests.labels(name, "migration") | {
+        "hello-bot.dev/image-hash": bot_manifests.image_hash(image)
     }
     return {
         "apiVersion": "batch/v1",
@@ -228,5 +230,5 @@ def render_job(
 
 
 def job_name(name: str, image: str) -> str:
-    # Not children.job_name: that Job migrated the bot's own database, not its schema here.
-    return f"{name[:40]}-tenant-{children.image_hash(image)}"
+    # Not bot_manifests.job_name: that Job migrated the bot's own database, not its schema here.
+    return f"{name[:40]}-tenant-{bot_manifests.image_hash(image)}"
