@@ -122,6 +122,37 @@ def create_bot(token: str, session: BaseSession) -> Bot:
     )
 
 
+def update_path(
+    settings: Settings, resources: Resources, *, deduplicate: bool
+) -> list[BaseMiddleware]:
+    """The outer middlewares on `update`, in the order an update passes them (after what a mode
+    wraps around it; docs/development.md, "An update's path"):
+
+    1. the observer, so every update (duplicates, unwanted and failed ones included) gets its log
+       context, metrics and canonical line;
+    2. dedup, so a duplicate is skipped before any filter or handler runs; its own deadline is a
+       backstop past the next one and past every paced wait it allows;
+    3. the deadline, counted from the claim.
+
+    The console numbers its updates from 1 on every run and nothing redelivers them: no 2 and 3.
+    """
+    tracer = trace.get_tracer("bot", tracer_provider=resources.tracer_provider)
+    path: list[BaseMiddleware] = [UpdateObserverMiddleware(tracer=tracer)]
+    if deduplicate:
+        deadline = settings.update_timeout_seconds
+        ledger = UpdateLedger(resources.engine.dialect.name)
+        path.append(DeduplicationMiddleware(ledger=ledger, deadline=update_budget(deadline)))
+        path.append(DeadlineMiddleware(deadline))
+    return path
+
+
+def handler_path(locale: LocaleMiddleware) -> list[BaseMiddleware]:
+    """The inner middlewares of every event type, in order, once a handler matched (an unmatched
+    update costs no session and no language lookup): the handler's name for the log line, the
+    language, then the session, held only while the handler runs."""
+    return [HandlerNameMiddleware(), locale, SessionMiddleware()]
+
+
 def create_dispatcher(
     settings: Settings,
     *,
@@ -129,39 +160,18 @@ def create_dispatcher(
     deduplicate: bool = True,
     around: Sequence[BaseMiddleware] = (),
 ) -> Dispatcher:
-    """The same Dispatcher serves webhook, polling and console; only `deduplicate` differs (the
-    console numbers its updates from 1 on every run, and nothing redelivers them), and what a
-    mode wraps `around` every update (polling: in-flight count and in-process redelivery)."""
+    """The same Dispatcher serves webhook, polling and console; only `deduplicate` differs
+    (`update_path`), and what a mode wraps `around` every update (polling: in-flight count and
+    in-process redelivery), so that a retry is a whole new pass."""
     # Services are workflow data: built once, and every handler of every update type can ask for
     # them by name (bot.middlewares.HandlerData lists the keys).
     user_service = UserService(dialect=resources.engine.dialect.name, cache=resources.cache)
     dp = Dispatcher(name=settings.project_name, user_service=user_service)
-    for middleware in around:
+    for middleware in [*around, *update_path(settings, resources, deduplicate=deduplicate)]:
         dp.update.outer_middleware(middleware)
-    # Outer on update, in this order: what the mode wraps around each update (so a retry is a
-    # whole new pass); the observer, so every update (duplicates, unwanted and failed ones
-    # included) gets its log context, metrics and canonical line; then dedup, so a duplicate is
-    # skipped before any filter or handler runs; then the deadline, counted from the claim.
-    dp.update.outer_middleware(
-        UpdateObserverMiddleware(
-            tracer=trace.get_tracer("bot", tracer_provider=resources.tracer_provider)
-        )
-    )
-    if deduplicate:
-        # The deadline proper is the next middleware's, counted from the claim as well; dedup's
-        # own is a backstop past it and past every paced wait it allows.
-        deadline = settings.update_timeout_seconds
-        ledger = UpdateLedger(resources.engine.dialect.name)
-        dp.update.outer_middleware(
-            DeduplicationMiddleware(ledger=ledger, deadline=update_budget(deadline))
-        )
-        dp.update.outer_middleware(DeadlineMiddleware(deadline))
-    # Inner, so they run only after a handler matched (an unmatched update costs no session and
-    # no language lookup), and on every event type: a handler added for a new type gets the same
-    # data as the others. Not on `update` (that is the outer chain above). The locale comes
-    # before the session, which is then held only while the handler runs.
+    # Not on `update` (the outer path above): a handler added for a new type gets the same data.
     locale = LocaleMiddleware(load_i18n(), users=user_service)
-    inner = (HandlerNameMiddleware(), locale, SessionMiddleware())
+    inner = handler_path(locale)
     for name, observer in dp.observers.items():
         if name not in {"update", "error"}:
             for middleware in inner:
