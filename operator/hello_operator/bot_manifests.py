@@ -240,11 +240,16 @@ def render_job(
         "resources": JOB_RESOURCES,
     }
     pod_spec = _pod_spec(container, pod) | {"restartPolicy": "Never"}
+    return migration_job(job_name(name, image), name, image, pod_spec)
+
+
+def migration_job(job: str, name: str, image: str, pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """A migration Job of `name`'s `image` around `pod_spec` (a Dedicated bot's or a host's)."""
     job_labels = labels(name, "migration") | {"hello-bot.dev/image-hash": image_hash(image)}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(name, image), "labels": job_labels},
+        "metadata": {"name": job, "labels": job_labels},
         "spec": {
             "backoffLimit": 3,
             "activeDeadlineSeconds": 600,

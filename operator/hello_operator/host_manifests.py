@@ -213,20 +213,7 @@ def render_job(
     pod_spec = bot_manifests._pod_spec(container, pod) | {"restartPolicy": "Never"}
     container["volumeMounts"].append({"name": "bots", "mountPath": BOTS_DIR, "readOnly": True})
     pod_spec["volumes"].append(_bots_volume(host, only=name))
-    labels = bot_manifests.labels(name, "migration") | {
-        "hello-bot.dev/image-hash": bot_manifests.image_hash(image)
-    }
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": job_name(name, image), "labels": labels},
-        "spec": {
-            "backoffLimit": 3,
-            "activeDeadlineSeconds": 600,
-            "ttlSecondsAfterFinished": 3600,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-        },
-    }
+    return bot_manifests.migration_job(job_name(name, image), name, image, pod_spec)
 
 
 def job_name(name: str, image: str) -> str:
